@@ -1,0 +1,21 @@
+"""Where cached images and kernel builds live, and how their keys are made."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    base = os.environ.get("ZCRX_LAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zcrx-lab"
+    )
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def input_key(inputs: dict) -> str:
+    """A short stable hash of everything that decides an artefact's content."""
+    blob = json.dumps(inputs, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

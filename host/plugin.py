@@ -1,0 +1,277 @@
+"""The pytest plugin: --kernel, one reused VM, per-test dmesg and splat verdicts.
+
+Each test that uses the `guest` fixture is charged with every kernel log
+record logged while it ran; a splat among them fails it with the excerpt. A
+panic or a hung guest fails the running test, the VM is restarted, and the
+remaining tests run. Console logs, per-test dmesg and JUnit XML land in the
+results directory whatever happens.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from host import kmsg, splat
+from host.errors import LabError
+from host.guest import Guest
+from host.ssh import GuestTimeout
+
+REPO = Path(__file__).resolve().parent.parent
+MARKERS = {
+    "nodev": "device-less zcrx (ZCRX_REG_NODEV): uapi, rings, copy fallback",
+    "zcnic": "zero-copy receive on the emulated zcnic NIC",
+    "upstream": "the kernel's own selftests, unmodified",
+    "traffic": "real TCP from the host (scapy) over the multi-queue NIC",
+    "teardown": "process crash / teardown behaviour",
+    "faults": "zcnic fault injection",
+    "slow": "takes over a minute under TCG",
+    "crash_selftest": "deliberately crashes the guest to check the harness (--crash-selftest)",
+}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("zcrx-lab")
+    group.addoption("--kernel", default=None,
+                    help="kernel under test: 'default' (Debian's prebuilt 7.x), a bzImage, "
+                         "or a built kernel tree (default: default)")  # fmt: skip
+    group.addoption("--results-dir", default=None,
+                    help="where console logs, per-test dmesg and JUnit XML go "
+                         "(default: results/<date-time>)")  # fmt: skip
+    group.addoption("--queues", type=int, default=4, help="test NIC queue count (default 4)")
+    group.addoption("--guest-timeout", type=float, default=None,
+                    help="seconds a guest command may take before the guest counts as hung "
+                         "(default 300 under TCG, 60 under KVM)")  # fmt: skip
+    group.addoption(
+        "--crash-selftest",
+        action="store_true",
+        help="run the tests that deliberately panic the guest",
+    )
+
+
+class Lab:
+    """Session state: the kernel, the image, the VM and the log cursor."""
+
+    def __init__(self, config):
+        self.config = config
+        self.spec = config.getoption("kernel") or "default"
+        self.results = Path(config.getoption("results_dir"))
+        self.kernel = None
+        self.image = None
+        self.vm = None
+        self.kmsg_seq = -1
+        self.console_offset = 0
+        self.boot_times: list[float] = []
+        self.boot_splats: list[splat.Splat] = []
+        self.charged: dict[str, list[str]] = {}
+
+    def resolve(self) -> None:
+        from host import image, kernel
+
+        if self.kernel:
+            return
+        if self.spec != "default":
+            kernel.resolve(self.spec, None)  # fail fast, before building an image
+        self.image = image.guest_image()
+        self.kernel = kernel.resolve(self.spec, self.image)
+
+    def ensure_vm(self):
+        from host.vm import VM
+
+        self.resolve()
+        if self.vm is None:
+            self.vm = VM(
+                self.kernel, self.image, self.results, queues=self.config.getoption("queues")
+            )
+        if not self.vm.alive():
+            self.vm.start()
+            self.boot_times.append(self.vm.boot_seconds)
+            self._say(f"booted {self.kernel.describe()} ({self.vm.accel}: {self.vm.accel_reason}) "
+                      f"to SSH in {self.vm.boot_seconds:.1f} s")  # fmt: skip
+            records = self._read_kmsg()
+            boot_log = "\n".join(str(r) for r in records)
+            (self.results / f"dmesg-boot{self.vm.boots}.txt").write_text(boot_log + "\n")
+            found = splat.scan(boot_log)
+            if found:
+                self.boot_splats += found
+                self._say(f"WARNING: the kernel splatted while booting: {found[0]}")
+            self.console_offset = self.vm.console_size()
+        return self.vm
+
+    def timeout(self) -> float:
+        return self.config.getoption("guest_timeout") or (60 if self.vm.accel == "kvm" else 300)
+
+    def _read_kmsg(self) -> list[kmsg.Record]:
+        records = [r for r in kmsg.parse(self.vm.run(kmsg.READ_CMD, timeout=30).stdout)
+                   if r.seq > self.kmsg_seq]  # fmt: skip
+        if records:
+            self.kmsg_seq = records[-1].seq
+        return records
+
+    def collect(self, item, crashed: bool) -> tuple[str, str, bool]:
+        """The kernel log of ITEM's run: (dmesg text, console text, crashed)."""
+        dmesg = ""
+        if not crashed and self.vm and self.vm.alive():
+            try:
+                dmesg = "\n".join(str(r) for r in self._read_kmsg())
+            except GuestTimeout:
+                crashed = True
+        if crashed and self.vm.alive():
+            # A panicking guest exits QEMU (panic=-1, -no-reboot) within
+            # moments; a hung one stays. Give either time to say why.
+            try:
+                self.vm.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        console = self.vm.console_since(self.console_offset) if self.vm else ""
+        if self.vm:
+            self.console_offset = self.vm.console_size()
+        folder = self.results / "tests" / re.sub(r"[^\w.-]+", "_", item.nodeid)[-150:]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "dmesg.txt").write_text(dmesg + "\n")
+        (folder / "console.txt").write_text(console)
+        return dmesg, console, crashed
+
+    def _say(self, text: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter:
+            reporter.write_line(f"zcrx-lab: {text}")
+
+    def close(self) -> None:
+        if self.vm:
+            self.vm.stop()
+
+
+_LAB_KEY = pytest.StashKey[Lab]()
+
+
+def pytest_configure(config):
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    results = config.getoption("results_dir")
+    if results is None:
+        results = REPO / "results" / time.strftime("%Y%m%d-%H%M%S")
+        config.option.results_dir = str(results)
+    results = Path(results).resolve()
+    config.option.results_dir = str(results)
+    results.mkdir(parents=True, exist_ok=True)
+    latest = REPO / "results" / "latest"
+    if results.parent == latest.parent:
+        if latest.is_symlink():
+            latest.unlink()
+        if not latest.exists():
+            latest.symlink_to(results.name)
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(results / "junit.xml")
+    lab = Lab(config)
+    config.stash[_LAB_KEY] = lab
+    if config.getoption("kernel"):
+        try:  # a bad --kernel is a one-line usage error, before anything runs
+            lab.resolve()
+        except LabError as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("crash_selftest"):
+        return
+    skip = pytest.mark.skip(reason="deliberately panics the guest to check the harness's "
+                                   "crash recovery; run with --crash-selftest")  # fmt: skip
+    for item in items:
+        if "crash_selftest" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lab(request) -> Lab:
+    lab = request.config.stash[_LAB_KEY]
+    request.addfinalizer(lab.close)
+    return lab
+
+
+@pytest.fixture(scope="session")
+def _kernel_recorded(lab, record_testsuite_property) -> None:
+    """The kernel under test, in the JUnit XML, once the VM first boots."""
+    try:
+        lab.ensure_vm()
+    except LabError as exc:
+        pytest.exit(f"zcrx-lab: {exc}", returncode=3)
+    record_testsuite_property("kernel", lab.kernel.spec)
+    record_testsuite_property("kernel_release", lab.kernel.release)
+    if lab.image and lab.spec == "default":
+        record_testsuite_property("debian_package", lab.image.package_version)
+
+
+@pytest.fixture
+def guest(lab, _kernel_recorded) -> Guest:
+    try:
+        vm = lab.ensure_vm()
+    except LabError as exc:
+        pytest.exit(f"zcrx-lab: {exc}", returncode=3)
+    return Guest(vm, lab.timeout())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if "guest" not in getattr(item, "fixturenames", ()):
+        return (yield)
+    lab: Lab = item.config.stash[_LAB_KEY]
+    error = None
+    try:
+        result = yield
+    except BaseException as exc:  # judged below, together with the kernel log
+        error = exc
+    vm = lab.vm
+    crashed = vm is not None and (not vm.alive() or isinstance(error, GuestTimeout))
+    dmesg, console, crashed = lab.collect(item, crashed)
+    found = splat.scan(dmesg) or splat.scan(console)
+    if found:
+        lab.charged[item.nodeid] = [str(s) for s in found]
+    if crashed:
+        why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
+        vm.kill()  # restarted by the next test's guest fixture
+        detail = (
+            splat.summary(found)
+            if found
+            else "console tail:\n" + "\n".join(console.splitlines()[-25:])
+        )
+        raise pytest.fail.Exception(f"{why} during this test; {detail}", pytrace=False)
+    if found:
+        prefix = f"{type(error).__name__}: {error}\n" if error else ""
+        raise pytest.fail.Exception(prefix + splat.summary(found), pytrace=False)
+    if error is not None:
+        raise error
+    return result
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lab: Lab = config.stash.get(_LAB_KEY, None)
+    if lab is None:
+        return
+    write = terminalreporter.write_line
+    if lab.kernel:
+        boots = ", ".join(f"{t:.1f}" for t in lab.boot_times)
+        write(f"zcrx-lab: kernel {lab.kernel.describe()}; boots to SSH: {boots or 'none'} s")
+        info = {"kernel": lab.kernel.spec, "release": lab.kernel.release,
+                "accel": lab.vm.accel if lab.vm else None, "boot_seconds": lab.boot_times,
+                "splats": lab.charged,
+                "boot_splats": [str(s) for s in lab.boot_splats]}  # fmt: skip
+        if lab.image and lab.spec == "default":
+            info["debian_package"] = lab.image.package_version
+        (lab.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    for nodeid, heads in lab.charged.items():
+        write(f"zcrx-lab: splat charged to {nodeid}: {'; '.join(heads)}")
+    write(f"zcrx-lab: results in {lab.results} (junit.xml, console-boot*.log, tests/*/dmesg.txt)")
+
+
+def pytest_sessionfinish(session):
+    lab = session.config.stash.get(_LAB_KEY, None)
+    if lab:
+        lab.close()
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

@@ -1,0 +1,108 @@
+"""The control channel: paramiko over QEMU's loopback-only port forward."""
+
+import logging
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+
+import paramiko
+
+from host.errors import LabError
+
+# paramiko logs every refused handshake with a traceback while sshd boots.
+logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+
+
+class GuestTimeout(LabError):
+    """The guest did not answer in time: hung, or dead."""
+
+
+@dataclass
+class Result:
+    cmd: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"`{self.cmd}` exited {self.rc}\n{self.stdout}{self.stderr}".rstrip()
+
+
+class Ssh:
+    def __init__(self, port: int, key_file, user: str = "root"):
+        self.port, self.key_file, self.user = port, str(key_file), user
+        self.client: paramiko.SSHClient | None = None
+
+    def connect(self, deadline: float, alive) -> None:
+        """Connect once sshd answers; ALIVE() says whether to keep waiting."""
+        key = paramiko.Ed25519Key.from_private_key_file(self.key_file)
+        last = None
+        while time.monotonic() < deadline:
+            if not alive():
+                raise LabError("the VM exited during boot")
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                # QEMU accepts for the guest before sshd listens, then resets:
+                # wait for the banner without consuming it.
+                if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+                    raise OSError("no SSH banner")
+                client = paramiko.SSHClient()
+                client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+                client.connect("127.0.0.1", self.port, self.user, pkey=key, sock=sock,
+                               timeout=10, banner_timeout=10, auth_timeout=10,
+                               allow_agent=False, look_for_keys=False)  # fmt: skip
+                client.get_transport().set_keepalive(5)
+                self.client = client
+                return
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                last = exc
+                time.sleep(0.1)
+        raise GuestTimeout(f"sshd did not answer: {last}")
+
+    def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
+        if self.client is None:
+            raise GuestTimeout("not connected")
+        try:
+            chan = self.client.get_transport().open_session(timeout=10)
+            chan.settimeout(timeout)
+            chan.exec_command(cmd)
+            if stdin is not None:
+                chan.sendall(stdin)
+                chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = time.monotonic() + timeout
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(65536)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready():
+                    while chan.recv_ready():
+                        out += chan.recv(65536)
+                    while chan.recv_stderr_ready():
+                        err += chan.recv_stderr(65536)
+                    break
+                elif time.monotonic() > deadline:
+                    chan.close()
+                    raise GuestTimeout(f"no answer in {timeout:.0f} s to: {cmd}")
+                elif not self.client.get_transport().is_active():
+                    raise GuestTimeout(f"connection lost while running: {cmd}")
+                else:
+                    time.sleep(0.005)
+            rc = chan.recv_exit_status()
+            chan.close()
+            if rc == -1:  # the channel closed without an exit status: sshd is gone
+                raise GuestTimeout(f"connection lost while running: {cmd}")
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise GuestTimeout(f"connection lost while running: {cmd} ({exc})") from None
+        return Result(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"))
+
+    def close(self) -> None:
+        if self.client:
+            self.client.close()
+            self.client = None
+
+
+def quote(args: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in args)

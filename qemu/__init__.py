@@ -1,0 +1,1 @@
+"""QEMU machine definitions and the guest's early init."""

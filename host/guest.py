@@ -45,7 +45,5 @@ class Guest:
             raise ScenarioError(f"scenario {target} gave no result\n{result}")
         answer = json.loads(payload)
         if not answer["ok"]:
-            raise ScenarioError(
-                f"scenario {target} raised {answer['error']}\n{answer['traceback']}"
-            )
+            raise ScenarioError(f"scenario {target} raised {answer['error']}\n{answer['traceback']}")
         return answer["value"]

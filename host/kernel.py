@@ -122,7 +122,15 @@ def resolve(spec: str, image) -> Kernel:
         )
     else:
         kernel = _from_path(Path(spec).expanduser())
-    check(kernel)
+        if (
+            kernel.modules is None
+            and image is not None
+            and (image.root / "lib/modules" / kernel.release).is_dir()
+        ):
+            kernel.modules = image.root / "lib/modules" / kernel.release
+    # Without the image (a fail-fast check before building it), modules it
+    # may carry for this release are given the benefit of the doubt.
+    check(kernel, modules_may_exist=image is None)
     return kernel
 
 
@@ -167,20 +175,20 @@ def _modules_dir(base: Path, release: str) -> Path | None:
     return None
 
 
-def missing_options(kernel: Kernel) -> list[str]:
+def missing_options(kernel: Kernel, modules_may_exist: bool = False) -> list[str]:
     missing = []
     for option in REQUIRED:
         value = kernel.config.get(option)
         if value == "y":
             continue
-        if value == "m" and kernel.modules and option not in BUILTIN:
+        if value == "m" and (kernel.modules or modules_may_exist) and option not in BUILTIN:
             continue
         need = "=y" if value == "m" else ""
         missing.append(f"CONFIG_{option}{need}")
     return missing
 
 
-def check(kernel: Kernel) -> None:
-    missing = missing_options(kernel)
+def check(kernel: Kernel, modules_may_exist: bool = False) -> None:
+    missing = missing_options(kernel, modules_may_exist)
     if missing:
         raise LabError(f"kernel {kernel.describe()} lacks required options: {', '.join(missing)}")

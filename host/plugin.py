@@ -46,6 +46,8 @@ def pytest_addoption(parser):
     group.addoption("--guest-timeout", type=float, default=None,
                     help="seconds a guest command may take before the guest counts as hung "
                          "(default 300 under TCG, 60 under KVM)")  # fmt: skip
+    group.addoption("--kernel-cmdline", default="",
+                    help="extra kernel command line, e.g. 'kasan.fault=panic'")  # fmt: skip
     group.addoption(
         "--crash-selftest",
         action="store_true",
@@ -84,9 +86,8 @@ class Lab:
 
         self.resolve()
         if self.vm is None:
-            self.vm = VM(
-                self.kernel, self.image, self.results, queues=self.config.getoption("queues")
-            )
+            self.vm = VM(self.kernel, self.image, self.results, queues=self.config.getoption("queues"),
+                         cmdline=self.config.getoption("kernel_cmdline"))  # fmt: skip
         if not self.vm.alive():
             self.vm.start()
             self.boot_times.append(self.vm.boot_seconds)
@@ -234,11 +235,7 @@ def pytest_runtest_call(item):
     if crashed:
         why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
         vm.kill()  # restarted by the next test's guest fixture
-        detail = (
-            splat.summary(found)
-            if found
-            else "console tail:\n" + "\n".join(console.splitlines()[-25:])
-        )
+        detail = splat.summary(found) if found else "console tail:\n" + "\n".join(console.splitlines()[-25:])
         raise pytest.fail.Exception(f"{why} during this test; {detail}", pytrace=False)
     if found:
         prefix = f"{type(error).__name__}: {error}\n" if error else ""

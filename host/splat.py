@@ -84,6 +84,7 @@ def classify(message: str) -> str | None:
 def scan(text: str) -> list[Splat]:
     lines = [strip(ln) for ln in text.splitlines()]
     splats: list[Splat] = []
+    open_report = False
     i = 0
     while i < len(lines):
         kind = classify(lines[i])
@@ -103,19 +104,15 @@ def scan(text: str) -> list[Splat]:
                 break  # the next report starts
             end += 1
         excerpt = "\n".join(lines[start:end])
-        # One report can match several headers (an Oops after a BUG line, a
-        # panic closing a WARNING): keep the first, fold the rest into it.
-        if splats and _same_report(splats[-1], start, i):
+        # x86 page faults print "BUG: unable to handle..." and then "Oops:"
+        # as one report: fold the Oops into the open BUG before it.
+        if kind == "Oops" and splats and open_report and splats[-1].kind in ("BUG", "KASAN"):
             splats[-1].excerpt += "\n" + excerpt
         else:
             splats.append(Splat(kind, lines[i].strip(), excerpt))
-        splats[-1]._last = end  # type: ignore[attr-defined]
+        open_report = not _END.search(lines[end - 1]) and end - start < MAX_LINES
         i = end
     return splats
-
-
-def _same_report(previous: Splat, start: int, header_index: int) -> bool:
-    return getattr(previous, "_last", -10) >= start - 1 and header_index - start <= 1
 
 
 def summary(splats: list[Splat], limit: int = 4000) -> str:

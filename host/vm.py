@@ -60,9 +60,11 @@ def can_create_tap() -> bool:
 
 
 class VM:
-    def __init__(self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64"):
+    def __init__(self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64",
+                 cmdline: str = ""):  # fmt: skip
         self.kernel, self.image, self.results_dir = kernel, image, results_dir
         self.queues = queues
+        self.cmdline = cmdline.split()
         self.machine = ARCHES[arch]()
         self.accel, self.accel_reason = pick_accel(self.machine.binary, kernel.image)
         self.proc: subprocess.Popen | None = None
@@ -89,11 +91,10 @@ class VM:
             accel=self.accel,
             lab_dir=REPO,
             results_dir=self.results_dir,
-            modules_dir=modules
-            if modules and not modules.is_relative_to(self.image.root)
-            else None,
+            modules_dir=modules if modules and not modules.is_relative_to(self.image.root) else None,
             tap=self.tap,
             queues=self.queues,
+            cmdline_extra=self.cmdline,
         )
         cmd = [str(a) for a in self.machine.command(spec)]
         (self.results_dir / f"qemu-boot{self.boots}.cmd").write_text(" ".join(cmd) + "\n")
@@ -111,8 +112,7 @@ class VM:
             self.kill()
             raise LabError(
                 f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
-                f"console tail:\n{self.console_tail()}"
-                + (f"\nQEMU: {qemu_said}" if qemu_said else "")
+                f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
             ) from None
         self.boot_seconds = time.monotonic() - start
         if self.tap:

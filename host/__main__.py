@@ -1,0 +1,50 @@
+"""`python3 -m host COMMAND`: the zcrx-lab command line.
+
+  setup                 install Debian packages, .venv and the guest image
+  run [PYTEST ARGS]     setup, then the zcrx guest suite on the default kernel
+  test [PYTEST ARGS]    setup, then the project's own tests (unit + guest + harness)
+  check-kernel K        check K (default, bzImage or tree) for what the lab needs
+  boot K                boot K once, print the time to SSH, shut down
+  shell K [-- CMD]      boot K and run CMD (or an interactive shell) in the guest
+
+Commands run with any python3; all but `setup` re-run themselves inside .venv.
+"""
+
+import os
+import sys
+
+from host.errors import LabError
+
+USAGE = __doc__
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, args = argv[0], argv[1:]
+    from host.setup import REPO, VENV, setup
+
+    if command in ("setup", "run", "test"):
+        python = setup()
+    else:
+        python = VENV / "bin" / "python"
+        if not python.exists():
+            raise LabError("no .venv yet: run `python3 -m host setup` first")
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        os.chdir(REPO)
+        os.execv(str(python), [str(python), "-m", "host", command, *args])
+    from host import cli
+
+    return cli.dispatch(command, args)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except LabError as exc:
+        print(f"zcrx-lab: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("zcrx-lab: interrupted", file=sys.stderr)
+        sys.exit(130)

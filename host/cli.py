@@ -1,0 +1,106 @@
+"""The commands behind `python3 -m host`, run inside .venv."""
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from host import image, kernel
+from host.errors import LabError
+from host.setup import REPO
+
+
+def _kernel(spec: str) -> tuple[kernel.Kernel, image.GuestImage]:
+    if spec != "default":
+        kernel.resolve(spec, None)  # a bad path fails before the image is built
+    img = image.guest_image()
+    return kernel.resolve(spec, img), img
+
+
+def cmd_setup(_args) -> int:
+    img = image.guest_image()
+    print(f"zcrx-lab: ready: guest image {img.root.parent.name}, default kernel {img.kernel_version}")
+    return 0
+
+
+def _pytest(args: list[str]) -> int:
+    return subprocess.call([sys.executable, "-m", "pytest", *args], cwd=REPO)
+
+
+def cmd_run(args) -> int:
+    image.guest_image()
+    return _pytest(["--kernel=default", "-v", "-rfEs", "guest_tests", *args])
+
+
+def cmd_test(args) -> int:
+    image.guest_image()
+    return _pytest(["-v", "-rfEs", "host", "guest_tests", *args])
+
+
+def cmd_check_kernel(args) -> int:
+    if len(args) != 1:
+        raise LabError("usage: check-kernel KERNEL")
+    k, _ = _kernel(args[0])
+    print(f"zcrx-lab: kernel {k.describe()} has every option the lab needs")
+    return 0
+
+
+@contextlib.contextmanager
+def _booted(spec: str):
+    """A VM of SPEC for the duration; its console log lives in a temp dir
+    that goes with it (pytest runs keep theirs in the results directory)."""
+    from host.vm import VM
+
+    k, img = _kernel(spec)
+    with tempfile.TemporaryDirectory(prefix="zcrx-lab-boot-") as tmp:
+        vm = VM(k, img, Path(tmp))
+        try:
+            vm.start()
+            print(f"zcrx-lab: booted {k.describe()} ({vm.accel}: {vm.accel_reason}) "
+                  f"to SSH in {vm.boot_seconds:.1f} s", file=sys.stderr)  # fmt: skip
+            yield vm
+        finally:
+            vm.stop()
+
+
+def cmd_boot(args) -> int:
+    if len(args) != 1:
+        raise LabError("usage: boot KERNEL")
+    with _booted(args[0]):
+        pass
+    return 0
+
+
+def cmd_shell(args) -> int:
+    if not args:
+        raise LabError("usage: shell KERNEL [-- CMD]")
+    spec, rest = args[0], args[1:]
+    if rest[:1] == ["--"]:
+        rest = rest[1:]
+    with _booted(spec) as vm:
+        if rest:
+            result = vm.run(" ".join(rest), timeout=3600)
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            return result.rc
+        return subprocess.call(
+            ["ssh", "-q", "-t", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-i", str(vm.image.ssh_key), "-p", str(vm.ssh.port), "root@127.0.0.1"]
+        )  # fmt: skip
+
+
+COMMANDS = {
+    "setup": cmd_setup,
+    "run": cmd_run,
+    "test": cmd_test,
+    "check-kernel": cmd_check_kernel,
+    "boot": cmd_boot,
+    "shell": cmd_shell,
+}
+
+
+def dispatch(command: str, args: list[str]) -> int:
+    if command not in COMMANDS:
+        raise LabError(f"unknown command {command!r} (see python3 -m host --help)")
+    return COMMANDS[command](args)

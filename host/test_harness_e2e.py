@@ -1,0 +1,133 @@
+"""End to end: the harness run as a user runs it, on the real default kernel.
+
+Each case runs pytest in a subprocess against guest_tests/test_harness.py and
+checks what a user would see: one-line errors for bad kernels, a deliberate
+panic charged to its test with the panic text while later tests still pass,
+results kept, and no QEMU process or tap left behind.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+           f"--results-dir={tmp_path / 'results'}", *args, "guest_tests/test_harness.py"]  # fmt: skip
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def leftovers(results: Path) -> list[str]:
+    """QEMU processes of that run, and any tap it created."""
+    procs = subprocess.run(["pgrep", "-af", f"qemu-system.*{results}"], capture_output=True, text=True)
+    taps = []
+    for cmd_file in results.glob("qemu-boot*.cmd"):
+        for word in cmd_file.read_text().split():
+            if word.startswith("tap,"):
+                name = dict(kv.split("=", 1) for kv in word.split(",")[1:] if "=" in kv)["ifname"]
+                if Path(f"/sys/class/net/{name}").exists():
+                    taps.append(name)
+    return procs.stdout.splitlines() + taps
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("ERROR: ")]
+    assert len(errors) == 1, proc.stdout + proc.stderr
+    return errors[0]
+
+
+def test_nonexistent_kernel(tmp_path):
+    line = one_line_error(lab_pytest(tmp_path, "--kernel=/nonexistent"))
+    assert line == "ERROR: kernel /nonexistent: no such file or directory"
+
+
+def test_not_a_kernel(tmp_path):
+    line = one_line_error(lab_pytest(tmp_path, f"--kernel={REPO / 'README.md'}"))
+    assert "not a kernel image" in line
+
+
+def test_kernel_without_zcrx(tmp_path):
+    from host.image import guest_image
+
+    img = guest_image()
+    release = img.kernel_version
+    bz = tmp_path / f"vmlinuz-{release}"
+    bz.symlink_to(img.vmlinuz)
+    config = img.kernel_config.read_text().replace("CONFIG_IO_URING_ZCRX=y", "")
+    (tmp_path / f"config-{release}").write_text(config)
+    line = one_line_error(lab_pytest(tmp_path, f"--kernel={bz}"))
+    assert line.endswith("lacks required options: CONFIG_IO_URING_ZCRX")
+
+
+def test_kernel_that_does_not_boot_shows_console_tail(tmp_path):
+    proc = lab_pytest(tmp_path, "--kernel=default", "--kernel-cmdline=rdinit=/nonexistent")
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "did not boot to SSH" in out and "console tail" in out
+    assert "Kernel panic" in out  # the tail says why
+    assert (tmp_path / "results" / "console-boot1.log").stat().st_size > 0
+    assert not leftovers(tmp_path / "results")
+
+
+def test_panic_is_charged_to_its_test_and_the_run_goes_on(tmp_path):
+    proc = lab_pytest(tmp_path, "--kernel=default", "--crash-selftest")
+    results = tmp_path / "results"
+    suite = ET.parse(results / "junit.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    panic = cases["test_deliberate_panic"].find("failure")
+    assert panic is not None, proc.stdout
+    assert "Kernel panic - not syncing: sysrq triggered crash" in panic.get("message") + (panic.text or "")
+    for name in ("test_guest_runs_kernel_under_test", "test_guest_alive_after_previous_tests"):
+        assert len(cases[name]) == 0 or cases[name][0].tag == "system-out", f"{name} did not pass"
+    assert proc.returncode == 1  # exactly: tests failed, not an internal error
+    assert (results / "console-boot1.log").read_text().count("sysrq triggered crash") >= 1
+    assert (results / "console-boot2.log").exists()  # the VM was restarted
+    assert not leftovers(results)
+
+
+def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kernel=default",
+           f"--results-dir={results}", "guest_tests/test_harness.py"]  # fmt: skip
+    # A background job may inherit SIGINT ignored; a user's terminal does not.
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    console = results / "console-boot1.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (console.exists() and console.stat().st_size > 0):
+        time.sleep(0.1)
+    assert console.exists(), "the VM never started"
+    os.kill(proc.pid, signal.SIGINT)  # while the guest boots
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 2, out  # pytest's "interrupted"
+    assert console.stat().st_size > 0
+    time.sleep(0.5)
+    assert not leftovers(results)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_run_leaves_no_qemu(tmp_path, sig):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kernel=default",
+           f"--results-dir={results}", "guest_tests/test_harness.py"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    console = results / "console-boot1.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (console.exists() and console.stat().st_size > 1000):
+        time.sleep(0.2)
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while leftovers(results) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers(results)

@@ -6,6 +6,7 @@ directory, keyed by everything that decides its content: the suites, the
 package list, the kernel version trixie-backports offers and this builder.
 """
 
+import fcntl
 import json
 import os
 import shutil
@@ -26,11 +27,16 @@ BACKPORTS = "trixie-backports"
 PACKAGES = [
     "gcc-14", "make", "libc6-dev", "kmod", "iproute2", "ethtool", "python3",
     "openssh-server", "busybox", "procps", "iputils-ping", "ca-certificates",
+    "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
 ]  # fmt: skip
 # From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
 # image pre-depends on and must come from the same suite.
 KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
-BUILDER_VERSION = 1
+# From sid, pinned low so nothing else moves: trixie's liburing (2.9) predates
+# the zcrx helpers upstream's iou-zcrx.c uses, and trixie's ethtool (6.14)
+# cannot set hds-thresh.
+SID_PACKAGES = ["liburing-dev", "liburing2", "ethtool"]
+BUILDER_VERSION = 2
 
 
 @dataclass
@@ -96,15 +102,20 @@ def guest_image(offline_ok: bool = True) -> GuestImage:
             "suite": SUITE,
             "packages": PACKAGES,
             "kernel_packages": KERNEL_PACKAGES,
+            "sid_packages": SID_PACKAGES,
             "kernel": version,
             "builder": BUILDER_VERSION,
         }
     )
     path = images_dir() / key
-    image = _load(path)
-    if image:
-        return image
-    return build(path, apt.mirror, version)
+    # Several runs (or CI and a developer) may want the same image at once:
+    # one builds, the others wait for it.
+    with open(images_dir() / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image = _load(path)
+        if image:
+            return image
+        return build(path, apt.mirror, version)
 
 
 def _run(cmd: list[str], log, **kw) -> None:
@@ -142,6 +153,14 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
+def _remove_stale(tmp: Path) -> None:
+    """Remove an interrupted build, unmounting whatever an older lab left mounted in it."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(tmp) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     if os.geteuid() != 0:
         raise LabError("building the guest image needs root (debootstrap); run once as root")
@@ -150,19 +169,29 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
             raise LabError(f"{tool} is not installed (apt-get install debootstrap openssh-client)")
     start = time.monotonic()
     tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_stale(tmp)
     tmp.mkdir(parents=True)
     rootfs = tmp / "rootfs"
     _log(f"building {path.name}: debootstrap {SUITE} + {BACKPORTS} kernel "
          f"{kernel_package_version} from {mirror}")  # fmt: skip
     with open(tmp / "build.log", "w") as log:
+        # In a private mount namespace: the /proc and /sys debootstrap mounts
+        # in the target vanish with it, however it ends.
         _run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+            ["unshare", "--mount", "--propagation", "private",
+             "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
              SUITE, str(rootfs), mirror],
             log,
         )  # fmt: skip
         (rootfs / "etc/apt/sources.list").write_text(
             f"deb {mirror} {SUITE} main\ndeb {mirror} {BACKPORTS} main\n"
+        )
+        (rootfs / "etc/apt/sources.list.d/sid.list").write_text(
+            # Mirror snapshots keep serving sid after its short Valid-Until.
+            f"deb [check-valid-until=no] {mirror} sid main\n"
+        )
+        (rootfs / "etc/apt/preferences.d/sid").write_text(
+            "Package: *\nPin: release n=sid\nPin-Priority: 100\n"
         )
         policy = rootfs / "usr/sbin/policy-rc.d"
         policy.write_text("#!/bin/sh\n# no daemon starts inside the image build\nexit 101\n")
@@ -173,6 +202,9 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
             "apt-get -q update\n"
             f"apt-get -q -y install --no-install-recommends -t {BACKPORTS} "
             + " ".join(KERNEL_PACKAGES)
+            + "\napt-get -q -y install --no-install-recommends "
+            + " ".join(f"{p}/sid" for p in SID_PACKAGES)
+            + "\nrm /etc/apt/sources.list.d/sid.list /etc/apt/preferences.d/sid"
             + "\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
             "rm -f /boot/initrd.img-*\n",
             log,

@@ -207,6 +207,22 @@ def _kernel_recorded(lab, record_testsuite_property) -> None:
         record_testsuite_property("debian_package", lab.image.package_version)
 
 
+@pytest.fixture(scope="session")
+def zcnic_module(lab) -> str:
+    """Guest path of zcnic.ko built for the kernel under test (nic/)."""
+    import shutil
+
+    from host import zcnic
+
+    lab.resolve()
+    try:
+        built = zcnic.build(lab.kernel, lab.image)
+    except LabError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    shutil.copy(built, lab.results / "zcnic.ko")
+    return "/results/zcnic.ko"
+
+
 @pytest.fixture
 def guest(lab, _kernel_recorded) -> Guest:
     try:

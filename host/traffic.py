@@ -1,0 +1,164 @@
+"""Real TCP from the host into the guest's test NIC, with scapy, over the tap.
+
+The host side has no IP stack on the tap: this module is the peer. It answers
+ARP for its address, opens a connection with a real three-way handshake, and
+sends a byte stream as MSS-sized segments inside the guest's advertised
+window, with cumulative-ACK tracking, fast retransmit on three duplicate ACKs
+and go-back-N on timeout, then closes with FIN. That is enough TCP to push
+megabytes through zcnic's queues the way a remote host would, with full
+control over the frames (ports that pick a queue, segment sizes, pauses).
+"""
+
+import random
+import select
+import socket
+import time
+from dataclasses import dataclass
+
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import ARP, Ether
+
+from host.errors import LabError
+
+ETH_P_ALL = 0x0003
+
+
+@dataclass
+class Peer:
+    """The host's end: a made-up MAC and IPv4 address on the tap."""
+
+    mac: str = "02:00:5e:00:53:01"
+    ip: str = "192.0.2.1"
+
+
+class TcpFlow:
+    def __init__(self, tap: str, guest_mac: str, guest_ip: str, dport: int,
+                 sport: int | None = None, peer: Peer | None = None, mss: int = 1448):  # fmt: skip
+        self.tap, self.guest_mac, self.guest_ip, self.dport = tap, guest_mac, guest_ip, dport
+        self.sport = sport or random.randint(20000, 60000)
+        self.peer = peer or Peer()
+        self.mss = mss
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind((tap, 0))
+        self.isn = random.randint(0, 2**31)
+        self.snd_una = self.snd_nxt = self.isn
+        self.rcv_nxt = 0
+        self.rwnd = 0
+        self.retransmits = 0
+        self.segments = 0
+
+    # -- frames ----------------------------------------------------------------
+    def _segment(self, flags: str, seq: int, payload: bytes = b"", options=None):
+        return (
+            Ether(src=self.peer.mac, dst=self.guest_mac)
+            / IP(src=self.peer.ip, dst=self.guest_ip)
+            / TCP(
+                sport=self.sport,
+                dport=self.dport,
+                flags=flags,
+                seq=seq & 0xFFFFFFFF,
+                ack=self.rcv_nxt & 0xFFFFFFFF,
+                window=65535,
+                options=options or [],
+            )  # fmt: skip
+            / payload
+        )
+
+    def _send(self, frame) -> None:
+        self.sock.send(bytes(frame))
+
+    def _receive(self, timeout: float):
+        """Next TCP segment of this flow (answering ARP on the way), or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return None
+            frame = Ether(self.sock.recv(65536))
+            if ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == self.peer.ip:
+                self._send(Ether(src=self.peer.mac, dst=frame.src)
+                           / ARP(op=2, hwsrc=self.peer.mac, psrc=self.peer.ip,
+                                 hwdst=frame[ARP].hwsrc, pdst=frame[ARP].psrc))  # fmt: skip
+                continue
+            if TCP in frame and frame[IP].src == self.guest_ip and frame[TCP].dport == self.sport:
+                seg = frame[TCP]
+                if seg.flags.R:
+                    raise LabError(f"the guest reset the connection to port {self.dport}")
+                return seg
+
+    def _acked(self, seg) -> int:
+        """Advance snd_una from SEG's ACK; returns the bytes newly acknowledged."""
+        ack = self.snd_una + ((seg.ack - self.snd_una) & 0xFFFFFFFF)
+        if seg.flags.A and self.snd_una < ack <= self.snd_nxt:
+            newly = ack - self.snd_una
+            self.snd_una = ack
+            self.rwnd = seg.window
+            return newly
+        if seg.flags.A:
+            self.rwnd = seg.window
+        return 0
+
+    # -- the connection ----------------------------------------------------------
+    def connect(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._send(self._segment("S", self.isn, options=[("MSS", self.mss)]))
+            try:
+                seg = self._receive(1.0)
+            except LabError:  # RST: nothing listens yet; the guest side is starting
+                time.sleep(0.2)
+                continue
+            if seg is not None and seg.flags.S and seg.flags.A and seg.ack == (self.isn + 1) & 0xFFFFFFFF:
+                self.snd_una = self.snd_nxt = self.isn + 1
+                self.rcv_nxt = seg.seq + 1
+                self.rwnd = seg.window
+                self._send(self._segment("A", self.snd_nxt))
+                return
+        raise LabError(f"no SYN-ACK from {self.guest_ip}:{self.dport} in {timeout:.0f} s")
+
+    def send(self, data: bytes, timeout: float = 120, window_segments: int = 32) -> None:
+        base = self.snd_una
+        end = base + len(data)
+        deadline = time.monotonic() + timeout
+        last_progress = time.monotonic()
+        dupacks = 0
+        while self.snd_una < end:
+            if time.monotonic() > deadline:
+                raise LabError(f"sent {self.snd_una - base} of {len(data)} bytes in {timeout:.0f} s")
+            window = min(max(self.rwnd, self.mss), window_segments * self.mss)
+            while self.snd_nxt < end and self.snd_nxt - self.snd_una < window:
+                n = min(self.mss, end - self.snd_nxt)
+                off = self.snd_nxt - base
+                self._send(self._segment("PA", self.snd_nxt, data[off : off + n]))
+                self.snd_nxt += n
+                self.segments += 1
+            seg = self._receive(0.2)
+            if seg is not None:
+                if self._acked(seg):
+                    last_progress, dupacks = time.monotonic(), 0
+                elif seg.flags.A and seg.ack == self.snd_una & 0xFFFFFFFF and not len(seg.payload):
+                    dupacks += 1
+            if dupacks >= 3 or time.monotonic() - last_progress > 1.0:
+                self.snd_nxt = self.snd_una  # go back: resend from the first unacked byte
+                self.retransmits += 1
+                last_progress, dupacks = time.monotonic(), 0
+
+    def close(self, timeout: float = 30) -> None:
+        """FIN, wait for its ACK and the guest's FIN, ACK that."""
+        deadline = time.monotonic() + timeout
+        fin_acked = peer_fin = False
+        while time.monotonic() < deadline and not (fin_acked and peer_fin):
+            if not fin_acked:
+                self._send(self._segment("FA", self.snd_nxt))
+            seg = self._receive(1.0)
+            if seg is None:
+                continue
+            if seg.flags.A and seg.ack == (self.snd_nxt + 1) & 0xFFFFFFFF:
+                fin_acked = True
+            if seg.flags.F:
+                self.rcv_nxt = seg.seq + len(seg.payload) + 1
+                self._send(self._segment("A", self.snd_nxt + 1))
+                peer_fin = True
+        self.sock.close()
+        if not fin_acked:
+            raise LabError("the guest never acknowledged our FIN")

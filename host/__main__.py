@@ -6,6 +6,7 @@
   check-kernel K        check K (default, bzImage or tree) for what the lab needs
   boot K                boot K once, print the time to SSH, shut down
   shell K [-- CMD]      boot K and run CMD (or an interactive shell) in the guest
+  bench [--kernel K]    receive rate in the guest: zcrx vs plain recv() on zcnic
 
 Commands run with any python3; all but `setup` re-run themselves inside .venv.
 """

@@ -90,6 +90,12 @@ def cmd_shell(args) -> int:
         )  # fmt: skip
 
 
+def cmd_bench(args) -> int:
+    from host import bench
+
+    return bench.main(args)
+
+
 COMMANDS = {
     "setup": cmd_setup,
     "run": cmd_run,
@@ -97,6 +103,7 @@ COMMANDS = {
     "check-kernel": cmd_check_kernel,
     "boot": cmd_boot,
     "shell": cmd_shell,
+    "bench": cmd_bench,
 }
 
 

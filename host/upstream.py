@@ -151,8 +151,9 @@ def helper(kernel, image) -> Path:
         src = upper / "src"
         (src / HW).mkdir(parents=True)
         (src / HELPER).write_bytes(source)
-        # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring
-        compile_cmd = (f"cd /src/{HW} && gcc -D_GNU_SOURCE= -I/src/tools/testing/selftests "
+        # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
+        # the image has gcc-14 without the `gcc` alternative.
+        compile_cmd = (f"cd /src/{HW} && gcc-14 -D_GNU_SOURCE= -I/src/tools/testing/selftests "
                        "iou-zcrx.c -o iou-zcrx -luring")  # fmt: skip
         script = (
             f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"

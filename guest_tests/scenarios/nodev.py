@@ -1,0 +1,1301 @@
+"""Guest-side zcrx scenarios that need no netdev (ZCRX_REG_NODEV, loopback TCP).
+
+Each public function returns observations (errnos, byte counts, CQE fields,
+counters); the host-side tests in guest_tests/test_nodev_*.py judge them.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import platform
+import select
+import socket
+import struct
+import time
+
+from guest_tests.zcrx import PAGE_SIZE, Mem, Ring, ZcrxArgs, layout
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.ring import MAP_SHARED, PROT_READ, libc, mmap, munmap
+from guest_tests.zcrx.util import (
+    CAP_NET_ADMIN,
+    EndlessSender,
+    RecvResult,
+    Sender,
+    drop_cap,
+    errno_of,
+    give_back,
+    has_cap_eff,
+    in_child,
+    kill_and_reap,
+    pattern,
+    pinned_pages,
+    recv_zc,
+    tcp_pair,
+    wait_pins,
+)
+
+DEFER = U.IORING_SETUP_DEFER_TASKRUN | U.IORING_SETUP_SINGLE_ISSUER
+RING_FLAGS = {
+    "zcrx": U.ZCRX_RING_FLAGS,
+    "mixed": DEFER | U.IORING_SETUP_CQE_MIXED,
+    "clamp": U.ZCRX_RING_FLAGS | U.IORING_SETUP_CLAMP,
+    "plain": 0,
+    "no_defer": U.IORING_SETUP_SINGLE_ISSUER | U.IORING_SETUP_CQE32,
+    "no_cqe32": DEFER,
+    "coop_cqe32": U.IORING_SETUP_COOP_TASKRUN | U.IORING_SETUP_CQE32,
+}
+
+
+def env():
+    return {
+        "release": platform.release(),
+        "page_size": PAGE_SIZE,
+        "uid": os.getuid(),
+        "cap_net_admin": has_cap_eff(CAP_NET_ADMIN),
+        "pins": pinned_pages(),
+    }
+
+
+def layout_check():
+    return layout.check()
+
+
+# --------------------------------------------------------------------------------------
+# registration: one case = one fresh ring + one IORING_REGISTER_ZCRX_IFQ
+
+
+def _out(args, z=None):
+    r = args.reg
+    o = {
+        "rq_entries": r.rq_entries,
+        "rx_buf_len": r.rx_buf_len,
+        "zcrx_id": r.zcrx_id,
+        "offsets": {
+            "head": r.offsets.head,
+            "tail": r.offsets.tail,
+            "rqes": r.offsets.rqes,
+            "resv2": getattr(r.offsets, "__resv2"),
+        },
+        "area_token": args.area.rq_area_token,
+        "mmap_offset": args.rd.mmap_offset,
+        "region_size": args.rd.size,
+    }
+    if z is not None:
+        o["head"], o["tail"] = z.head, z.tail
+        o["stats"] = z.stats()
+    return o
+
+
+def _set(obj, path, value):
+    """Set obj.a.b or obj.arr[i] ('__resv[1]') on ctypes structs."""
+    *parents, last = path.split(".")
+    for p in parents:
+        obj = getattr(obj, p)
+    if last.endswith("]"):
+        name, idx = last[:-1].split("[")
+        getattr(obj, name)[int(idx)] = value
+    else:
+        setattr(obj, last, value)
+
+
+_GUARD = []
+
+
+def _bad_ptr():
+    """An inaccessible user address: a PROT_NONE page kept mapped (so nothing else lands there)."""
+    if not _GUARD:
+        _GUARD.append(Mem(PAGE_SIZE, prot=0, populate=False))
+    return _GUARD[0].addr
+
+
+# name -> (ring flags key, ZcrxArgs kwargs, {struct path: value} mutations, special)
+REG_CASES = {
+    "ok": ("zcrx", {}, {}),
+    "ok_kernel_region": ("zcrx", {"region": "kernel"}, {}),
+    "ok_no_stats": ("zcrx", {"stats": False}, {}),
+    "ok_cqe_mixed": ("mixed", {}, {}),
+    "ring_plain": ("plain", {}, {}),
+    "ring_no_defer_taskrun": ("no_defer", {}, {}),
+    "ring_no_cqe32": ("no_cqe32", {}, {}),
+    "ring_coop_taskrun_cqe32": ("coop_cqe32", {}, {}),
+    "flags_unknown_bit2": ("zcrx", {}, {"reg.flags": U.ZCRX_REG_NODEV | 4}),
+    "flags_unknown_bit31": ("zcrx", {}, {"reg.flags": U.ZCRX_REG_NODEV | 1 << 31}),
+    "reg_resv0": ("zcrx", {}, {"reg.__resv[0]": 1}),
+    "reg_resv1": ("zcrx", {}, {"reg.__resv[1]": 1}),
+    "reg_zcrx_id_set": ("zcrx", {}, {"reg.zcrx_id": 1}),
+    "reg_offsets_resv_set": ("zcrx", {}, {"reg.offsets.__resv[0]": 1, "reg.offsets.head": 7}),
+    "region_ptr_null": ("zcrx", {}, {"reg.region_ptr": 0}),
+    "region_ptr_unmapped": ("zcrx", {}, {"reg.region_ptr": "BADPTR"}),
+    "if_rxq_minus1": ("zcrx", {}, {"reg.if_rxq": 0xFFFFFFFF}),
+    "nodev_if_idx_set": ("zcrx", {}, {"reg.if_idx": 1}),
+    "nodev_if_rxq_set": ("zcrx", {}, {"reg.if_rxq": 1}),
+    "netdev_if_idx_0": ("zcrx", {"nodev": False}, {}),
+    "netdev_if_idx_missing": ("zcrx", {"nodev": False, "if_idx": 0x7FFFFFF0}, {}),
+    "netdev_loopback": ("zcrx", {"nodev": False, "if_idx": "lo"}, {}),
+    "rq_entries_0": ("zcrx", {}, {"reg.rq_entries": 0}),
+    "rq_entries_1": ("zcrx", {"rq_entries": 1}, {}),
+    "rq_entries_100": ("zcrx", {"rq_entries": 100}, {}),
+    "rq_entries_max": ("zcrx", {"rq_entries": U.IO_RQ_MAX_ENTRIES}, {}),
+    "rq_entries_max_plus1": (
+        "zcrx",
+        {"rq_entries": U.IO_RQ_MAX_ENTRIES},
+        {"reg.rq_entries": U.IO_RQ_MAX_ENTRIES + 1},
+    ),
+    "rq_entries_max_plus1_clamp": (
+        "clamp",
+        {"rq_entries": U.IO_RQ_MAX_ENTRIES},
+        {"reg.rq_entries": U.IO_RQ_MAX_ENTRIES + 1},
+    ),
+    "rq_entries_huge_clamp": ("clamp", {"rq_entries": U.IO_RQ_MAX_ENTRIES}, {"reg.rq_entries": 0x80000001}),
+    "rq_region_too_small": ("zcrx", {"rq_entries": 512, "stats": False, "region_size": PAGE_SIZE}, {}),
+    # 128 + 248 * 16 == 4096 fits one page, but the kernel rounds 248 up to 256 first
+    "rq_entries_248_rounded_exceeds_region": (
+        "zcrx",
+        {"rq_entries": 248, "stats": False, "region_size": PAGE_SIZE},
+        {"reg.rq_entries": 248},
+    ),
+    "rq_entries_128_one_page_region": (
+        "zcrx",
+        {"rq_entries": 128, "stats": False, "region_size": PAGE_SIZE},
+        {},
+    ),
+    "area_ptr_null": ("zcrx", {}, {"reg.area_ptr": 0}),
+    "area_ptr_unmapped": ("zcrx", {}, {"reg.area_ptr": "BADPTR"}),
+    "area_token_set": ("zcrx", {}, {"area.rq_area_token": 1 << 48}),
+    "area_flags_unknown": ("zcrx", {}, {"area.flags": 2}),
+    "area_flags_dmabuf": ("zcrx", {}, {"area.flags": U.IORING_ZCRX_AREA_DMABUF}),
+    "area_resv0": ("zcrx", {}, {"area.__resv2[0]": 1}),
+    "area_resv1": ("zcrx", {}, {"area.__resv2[1]": 1}),
+    "area_dmabuf_fd_without_flag": ("zcrx", {}, {"area.dmabuf_fd": 3}),
+    "area_addr_null": ("zcrx", {}, {"area.addr": 0}),
+    "area_addr_misaligned": ("zcrx", {}, {"area.addr": "+64", "area.len": "-4096"}),
+    "area_len_misaligned": ("zcrx", {}, {"area.len": "-100"}),
+    "area_len_0": ("zcrx", {}, {"area.len": 0}),
+    "area_len_over_1T": ("zcrx", {}, {"area.len": (1 << 40) + PAGE_SIZE}),
+    "area_addr_wraps": ("zcrx", {}, {"area.addr": 0xFFFFFFFFFFFFF000, "area.len": 2 * PAGE_SIZE}),
+    "area_unmapped": ("zcrx", {}, {"area.addr": "BADPTR", "area.len": PAGE_SIZE}),
+    "area_beyond_mapping": ("zcrx", {}, {"area.len": "+4096"}, "guard"),
+    "area_read_only": ("zcrx", {"area_readonly": True}, {}),
+    "area_kernel_address": ("zcrx", {}, {"area.addr": 0xFFFF888000000000, "area.len": PAGE_SIZE}),
+    "event_desc_unmapped": ("zcrx", {}, {"reg.event_desc": "BADPTR"}),
+    "event_type_mask_unknown": ("zcrx", {}, {"ev.type_mask": 1 << 2}),
+    "event_flags_unknown": ("zcrx", {}, {"ev.flags": U.ZCRX_EVENT_DESC_FLAG_STATS | 2}),
+    "event_stats_offset_without_flag": (
+        "zcrx",
+        {"stats": False},
+        {"reg.event_desc": "EV", "ev.stats_offset": 8192},
+    ),
+    "event_resv0": ("zcrx", {}, {"ev.__resv2[0]": 1}),
+    "event_resv8": ("zcrx", {}, {"ev.__resv2[8]": 1}),
+    "event_mask_copy_ok": ("zcrx", {"event_mask": 1 << U.ZCRX_EVENT_COPY}, {}),
+    "stats_misaligned": ("zcrx", {"stats_offset": PAGE_SIZE * 2 - 60}, {}),
+    "stats_overlaps_rqes": (
+        "zcrx",
+        {"rq_entries": 128, "region_size": PAGE_SIZE, "stats_offset": 128 + 127 * 16},
+        {},
+    ),
+    "stats_right_after_rqes": (
+        "zcrx",
+        {"rq_entries": 128, "region_size": 2 * PAGE_SIZE, "stats_offset": 128 + 128 * 16},
+        {},
+    ),
+    "stats_last_16_bytes": (
+        "zcrx",
+        {"rq_entries": 128, "region_size": 2 * PAGE_SIZE, "stats_offset": 2 * PAGE_SIZE - 16},
+        {},
+    ),
+    "stats_past_end": (
+        "zcrx",
+        {"rq_entries": 128, "region_size": 2 * PAGE_SIZE, "stats_offset": 2 * PAGE_SIZE - 8},
+        {},
+    ),
+    "stats_offset_huge": ("zcrx", {"stats_offset": 0xFFFFFFFFFFFFFFF8}, {}),
+    "region_resv": ("zcrx", {}, {"rd.__resv[3]": 1}),
+    "region_flags_unknown": ("zcrx", {}, {"rd.flags": 2 | U.IORING_MEM_REGION_TYPE_USER}),
+    "region_user_flag_addr_null": ("zcrx", {}, {"rd.user_addr": 0}),
+    "region_kernel_with_addr": ("zcrx", {}, {"rd.flags": 0}),
+    "region_size_0": ("zcrx", {}, {"rd.size": 0}),
+    "region_mmap_offset_set": ("zcrx", {}, {"rd.mmap_offset": 0x30000000}),
+    "region_id_set": ("zcrx", {}, {"rd.id": 1}),
+    "region_addr_misaligned": ("zcrx", {}, {"rd.user_addr": "+64"}),
+    "region_size_misaligned": ("zcrx", {"region_size": 3 * PAGE_SIZE}, {"rd.size": 2 * PAGE_SIZE + 100}),
+    "region_unmapped": (
+        "zcrx",
+        {},
+        {
+            "rd.user_addr": "BADPTR",
+            "rd.size": PAGE_SIZE,
+            "ev.stats_offset": PAGE_SIZE - 64,
+            "reg.rq_entries": 64,
+        },
+    ),
+    "region_read_only": ("zcrx", {"region_readonly": True}, {}),
+    "rx_buf_len_page": ("zcrx", {"rx_buf_len": PAGE_SIZE}, {}),
+    "rx_buf_len_2x_page": ("zcrx", {"rx_buf_len": 2 * PAGE_SIZE}, {}),
+    "rx_buf_len_2M": ("zcrx", {"rx_buf_len": 2 << 20}, {}),
+    "rx_buf_len_half_page": ("zcrx", {"rx_buf_len": PAGE_SIZE // 2}, {}),
+    "rx_buf_len_not_pow2": ("zcrx", {"rx_buf_len": PAGE_SIZE * 3}, {}),
+    "nr_args_0": ("zcrx", {}, {}, "nr_args=0"),
+    "nr_args_2": ("zcrx", {}, {}, "nr_args=2"),
+    "arg_null": ("zcrx", {}, {}, "arg=null"),
+    "second_ifq_same_ring": ("zcrx", {}, {}, "twice"),
+}
+
+
+def _ifindex(name):
+    return socket.if_nametoindex(name)
+
+
+def reg_case(name):
+    flags_key, kw, muts, *special = REG_CASES[name]
+    special = special[0] if special else ""
+    kw = dict(kw)
+    ro_area, ro_region = kw.pop("area_readonly", False), kw.pop("region_readonly", False)
+    if kw.get("if_idx") == "lo":
+        kw["if_idx"] = _ifindex("lo")
+    ring = None
+    try:
+        ring = Ring(8, RING_FLAGS[flags_key])
+    except OSError as e:
+        return {"errno": None, "setup_errno": e.errno}
+    args = ZcrxArgs(**kw)
+    try:
+        if special == "guard":  # the page after the area: mapped, then inaccessible
+            size = args.area.len
+            g = Mem(size + PAGE_SIZE)
+            args.area_mem.close()
+            libc.mprotect(g.addr + size, PAGE_SIZE, 0)
+            args.area_mem = g
+            args.area.addr = g.addr
+        if ro_area:
+            args.area_mem.protect(PROT_READ)
+        if ro_region:
+            args.region_mem.protect(PROT_READ)
+        for path, v in muts.items():
+            cur = _get(args, path)
+            if v == "BADPTR":
+                v = _bad_ptr()
+            elif v == "EV":
+                v = ctypes.addressof(args.ev)
+            elif isinstance(v, str):  # relative change
+                v = cur + int(v)
+            _set(args, path, v)
+        arg, nr = args.reg, 1
+        if special == "nr_args=0":
+            nr = 0
+        elif special == "nr_args=2":
+            nr = 2
+        elif special == "arg=null":
+            arg = 0
+        try:
+            ring.register(U.IORING_REGISTER_ZCRX_IFQ, arg, nr)
+        except OSError as e:
+            # what the kernel wrote back even on failure (e.g. area token)
+            return {"errno": e.errno, "out": _out(args)}
+        from guest_tests.zcrx.ifq import Zcrx
+
+        z = Zcrx(ring, args)
+        ring.zcrx.append(z)
+        res = {"errno": 0, "out": _out(args, z)}
+        if special == "twice":
+            args2 = ZcrxArgs()
+            ring.register(U.IORING_REGISTER_ZCRX_IFQ, args2.reg)
+            res["second"] = _out(args2)
+        return res
+    finally:
+        ring.close()
+        args.close()
+
+
+def _get(args, path):
+    obj = args
+    *parents, last = path.split(".")
+    for p in parents:
+        obj = getattr(obj, p)
+    if last.endswith("]"):
+        n, i = last[:-1].split("[")
+        return getattr(obj, n)[int(i)]
+    return getattr(obj, last)
+
+
+def reg_cases(names=None):
+    """Run registration cases; returns {name: observation}."""
+    return {n: reg_case(n) for n in (names or REG_CASES)}
+
+
+def reg_without_cap(method="capset"):
+    """Register from a process lacking CAP_NET_ADMIN in the initial user namespace."""
+
+    def child():
+        if method == "capset":
+            drop_cap(CAP_NET_ADMIN)
+        else:  # a fresh user namespace: all caps there, none in init_user_ns
+            os.unshare(os.CLONE_NEWUSER)
+        with Ring(8) as ring:
+            args = ZcrxArgs()
+            e = errno_of(ring.register, U.IORING_REGISTER_ZCRX_IFQ, args.reg)
+            return {"errno": e, "cap_net_admin": has_cap_eff(CAP_NET_ADMIN)}
+
+    parent_e = None
+    with Ring(8) as ring:  # the same registration with the capability, for contrast
+        parent_e = errno_of(ring.register_zcrx)
+    res = in_child(child)
+    res["errno_with_cap"] = parent_e
+    return res
+
+
+# --------------------------------------------------------------------------------------
+# refill region: kernel-allocated mapping, headers
+
+
+def region_mmap():
+    out = {}
+    with Ring(8) as ring:
+        z = ring.register_zcrx(region="kernel", rq_entries=64)
+        rd = z.args.rd
+        out["mmap_offset"] = rd.mmap_offset
+        out["expected_offset"] = U.IORING_MAP_OFF_ZCRX_REGION + (z.id << U.IORING_OFF_ZCRX_SHIFT)
+        out["head"], out["tail"] = z.head, z.tail
+        # the kernel's view and ours are the same memory: write tail, see it via 2nd map
+        p2 = mmap(rd.size, 3, MAP_SHARED, ring.fd, rd.mmap_offset)
+        ctypes.c_uint32.from_address(z.region + z.reg.offsets.tail).value = 5
+        out["alias_tail"] = ctypes.c_uint32.from_address(p2 + z.reg.offsets.tail).value
+        ctypes.c_uint32.from_address(z.region + z.reg.offsets.tail).value = 0
+        munmap(p2, rd.size)
+        # a second ifq gets id 1 and its own offset
+        z2 = ring.register_zcrx(region="kernel", rq_entries=64)
+        out["second_id"], out["second_offset"] = z2.id, z2.args.rd.mmap_offset
+        # mapping errors
+        out["mmap_unknown_id_errno"] = errno_of(
+            mmap,
+            PAGE_SIZE,
+            3,
+            MAP_SHARED,
+            ring.fd,
+            U.IORING_MAP_OFF_ZCRX_REGION + (7 << U.IORING_OFF_ZCRX_SHIFT),
+        )
+        z3 = ring.register_zcrx(region="user", rq_entries=64)
+        out["mmap_user_region_errno"] = errno_of(mmap, PAGE_SIZE, 3, MAP_SHARED, ring.fd, z3.mmap_offset())
+        out["third_id"] = z3.id
+        out["mmap_too_big_errno"] = errno_of(
+            mmap, rd.size + 4 * PAGE_SIZE, 3, MAP_SHARED, ring.fd, rd.mmap_offset
+        )
+        z.unmap()
+    return out
+
+
+def headers_zeroed(region="user"):
+    """Pre-fill the refill region with 0xff; what does registration reset?"""
+    with Ring(8) as ring:
+        if region == "user":
+            args = ZcrxArgs(rq_entries=64, region="user")
+            ctypes.memset(args.region_mem.addr, 0xFF, args.region_size)
+            z = ring.register_zcrx(args)
+        else:
+            z = ring.register_zcrx(region="kernel", rq_entries=64)
+        rqe0 = U.io_uring_zcrx_rqe.from_address(z.rqes)
+        rqe_bytes = ctypes.string_at(z.rqes, 16 * z.rq_entries)
+        return {
+            "head": z.head,
+            "tail": z.tail,
+            "stats": z.stats(),
+            "rqe0_off": rqe0.off,
+            "rqes_all_ff": rqe_bytes == b"\xff" * len(rqe_bytes),
+            "rqes_all_zero": rqe_bytes == bytes(len(rqe_bytes)),
+        }
+
+
+# --------------------------------------------------------------------------------------
+# ctrl ops
+
+
+def ctrl_errors():
+    out = {}
+    with Ring(8) as ring:
+        z = ring.register_zcrx(event_mask=(1 << U.ZCRX_EVENT_COPY) | (1 << U.ZCRX_EVENT_ALLOC_FAIL))
+        e = lambda *a, **k: errno_of(z.ctrl, *a, **k)  # noqa: E731
+        out["flush_ok"] = e(U.ZCRX_CTRL_FLUSH_RQ)
+        out["nr_args_1"] = e(U.ZCRX_CTRL_FLUSH_RQ, nr_args=1)
+        out["ctrl_resv0"] = e(U.ZCRX_CTRL_FLUSH_RQ, **{"__resv": [1, 0]})
+        out["ctrl_resv1"] = e(U.ZCRX_CTRL_FLUSH_RQ, **{"__resv": [0, 1]})
+        out["unknown_zcrx_id"] = e(U.ZCRX_CTRL_FLUSH_RQ, zcrx_id=5)
+        out["unknown_op"] = e(4)
+        out["op_huge"] = e(0xFFFFFFFF)
+        out["flush_resv"] = e(U.ZCRX_CTRL_FLUSH_RQ, **{"zc_flush.__resv": [0, 0, 0, 0, 0, 1]})
+        out["export_resv"] = e(U.ZCRX_CTRL_EXPORT, **{"zc_export.__resv1": [0] * 10 + [1]})
+        out["export_fd_preset"] = e(U.ZCRX_CTRL_EXPORT, **{"zc_export.zcrx_fd": 3})
+        out["arm_type_out_of_range"] = e(U.ZCRX_CTRL_ARM_EVENT, **{"zc_arm_event.event_type": 2})
+        out["arm_resv"] = e(
+            U.ZCRX_CTRL_ARM_EVENT, **{"zc_arm_event.event_type": 1, "zc_arm_event.__resv": [1]}
+        )
+        out["arm_copy_not_fired"] = e(U.ZCRX_CTRL_ARM_EVENT, **{"zc_arm_event.event_type": U.ZCRX_EVENT_COPY})
+        out["arm_alloc_fail_not_fired"] = e(
+            U.ZCRX_CTRL_ARM_EVENT, **{"zc_arm_event.event_type": U.ZCRX_EVENT_ALLOC_FAIL}
+        )
+        bad = _bad_ptr()
+        out["add_area_ptr_unmapped"] = e(U.ZCRX_CTRL_ADD_AREA, **{"zc_area.area_ptr": bad})
+        out["add_area_resv"] = e(
+            U.ZCRX_CTRL_ADD_AREA,
+            **{
+                "zc_area.area_ptr": ctypes.addressof(U.io_uring_zcrx_area_reg()),
+                "zc_area.__resv": [0, 0, 0, 0, 1],
+            },
+        )
+        m = Mem(4 * PAGE_SIZE)
+        for name, fields in {
+            "add_area_token_set": {"rq_area_token": 1 << 48},
+            "add_area_len_0": {"len": 0},
+            "add_area_misaligned": {"addr": m.addr + 64, "len": PAGE_SIZE},
+            "add_area_flags_unknown": {"flags": 4},
+            "add_area_dmabuf": {"flags": U.IORING_ZCRX_AREA_DMABUF},
+            "add_area_unmapped": {"addr": bad, "len": PAGE_SIZE},
+        }.items():
+            a = U.io_uring_zcrx_area_reg(addr=m.addr, len=m.size)
+            for k, v in fields.items():
+                setattr(a, k, v)
+            out[name] = e(U.ZCRX_CTRL_ADD_AREA, **{"zc_area.area_ptr": ctypes.addressof(a)})
+            out[name + "_token_written"] = a.rq_area_token
+        a = U.io_uring_zcrx_area_reg(addr=m.addr, len=m.size)
+        out["add_area_ok"] = e(U.ZCRX_CTRL_ADD_AREA, **{"zc_area.area_ptr": ctypes.addressof(a)})
+        out["add_area_ok_token"] = a.rq_area_token
+    return out
+
+
+def export_import():
+    """Export an ifq, import it into another ring, close the exporter, receive."""
+    out = {"pins_base": pinned_pages()}
+    ring_a = Ring(8)
+    args = ZcrxArgs(rq_entries=64, region="kernel", area_len=64 * PAGE_SIZE)
+    za = ring_a.register_zcrx(args)
+    fd = za.export()
+    out["export_fd_ok"] = fd > 2
+    out["fd_cloexec"] = bool(__import__("fcntl").fcntl(fd, __import__("fcntl").F_GETFD) & 1)
+    out["fd_link"] = os.readlink(f"/proc/self/fd/{fd}")
+    ring_b = Ring(8, cq_entries=512)
+    # import validation
+    e = {}
+    r, w = os.pipe()
+    for name, fields in {
+        "import_bad_fd": {"if_idx": 9999},
+        "import_pipe_fd": {"if_idx": r},
+        "import_ring_fd": {"if_idx": ring_a.fd},
+        "import_with_rq_entries": {"if_idx": fd, "rq_entries": 64},
+        "import_with_if_rxq": {"if_idx": fd, "if_rxq": 1},
+        "import_with_area_ptr": {"if_idx": fd, "area_ptr": ctypes.addressof(args.area)},
+        "import_with_region_ptr": {"if_idx": fd, "region_ptr": ctypes.addressof(args.rd)},
+        "import_with_event_desc": {"if_idx": fd, "event_desc": ctypes.addressof(args.ev)},
+        "import_with_nodev_flag": {"if_idx": fd, "flags": U.ZCRX_REG_IMPORT | U.ZCRX_REG_NODEV},
+        "import_with_resv": {"if_idx": fd, "__resv": [1, 0]},
+    }.items():
+        reg = U.io_uring_zcrx_ifq_reg(flags=U.ZCRX_REG_IMPORT)
+        for k, v in fields.items():
+            if isinstance(v, list):
+                getattr(reg, k)[0] = v[0]
+            else:
+                setattr(reg, k, v)
+        e[name] = errno_of(ring_b.register, U.IORING_REGISTER_ZCRX_IFQ, reg)
+    os.close(r)
+    os.close(w)
+    with Ring(8, RING_FLAGS["no_defer"]) as rnd:
+        e["import_ring_no_defer"] = errno_of(rnd.import_zcrx, fd)
+    with Ring(8, RING_FLAGS["mixed"]) as rm:
+        e["import_ring_cqe_mixed"] = errno_of(rm.import_zcrx, fd)
+    out["errnos"] = e
+    zb = ring_b.import_zcrx(fd, areas=za.areas)
+    out["import_id"] = zb.id
+    out["import_offsets"] = {
+        "head": zb.reg.offsets.head,
+        "tail": zb.reg.offsets.tail,
+        "rqes": zb.reg.offsets.rqes,
+    }
+    out["import_rq_entries_out"] = zb.reg.rq_entries
+    zb.attach_region(za.rq_entries, args.rd.size, stats_offset=args.ev.stats_offset)
+    out["import_region_same_memory"] = ctypes.string_at(zb.region, 64) == ctypes.string_at(za.region, 64)
+    os.close(fd)  # the import holds its own reference
+    za.unmap()
+    ring_a.close()  # exporter gone
+    snd, rcv = tcp_pair()
+    data = pattern(300_000, seed=7)
+    s = Sender(snd, data)
+    res = recv_zc(ring_b, zb, rcv.fileno(), rearm_on_error=(-errno.ENOMEM,))
+    s.join()
+    out["recv"] = res.summary(zb)
+    out["recv"]["match"] = bytes(res.data) == data
+    out["pins_while_imported"] = pinned_pages() - out["pins_base"]
+    zb.unmap()
+    ring_b.close()
+    args.close()
+    snd.close()
+    rcv.close()
+    out["pins_after"], out["pins_wait_s"] = wait_pins(out["pins_base"])
+    out["pins_after"] -= out["pins_base"]
+    return out
+
+
+def max_areas():
+    """ADD_AREA until the kernel refuses; tokens must carry sequential ids."""
+    with Ring(8) as ring:
+        z = ring.register_zcrx(area_len=PAGE_SIZE, rq_entries=16)
+        m = Mem(PAGE_SIZE)  # the same page can back many areas
+        tokens, err = [z.areas[0].token], 0
+        for _ in range(U.ZCRX_MAX_AREAS + 1):
+            a = U.io_uring_zcrx_area_reg(addr=m.addr, len=PAGE_SIZE)
+            try:
+                z.ctrl(U.ZCRX_CTRL_ADD_AREA, **{"zc_area.area_ptr": ctypes.addressof(a)})
+            except OSError as ex:
+                err = ex.errno
+                fail_token = a.rq_area_token
+                break
+            tokens.append(a.rq_area_token)
+        ids = [t >> U.IORING_ZCRX_AREA_SHIFT for t in tokens]
+        low_bits = sum(1 for t in tokens if t & ~U.IORING_ZCRX_AREA_MASK)
+        return {
+            "n_areas": len(tokens),
+            "ids_sequential": ids == list(range(len(ids))),
+            "low_bits_set": low_bits,
+            "errno": err,
+            "fail_token_id": fail_token >> 48,
+        }
+
+
+def multi_area_recv(n_extra=2, first_pages=4, extra_pages=8, size=None):
+    """Small area 0 plus ADD_AREA areas; data spills into later areas (no refill)."""
+    with Ring(8, cq_entries=1024) as ring:
+        z = ring.register_zcrx(area_len=first_pages * PAGE_SIZE, rq_entries=64)
+        for _ in range(n_extra):
+            z.add_area(extra_pages * PAGE_SIZE)
+        total_pages = first_pages + n_extra * extra_pages
+        size = size or (total_pages - 1) * PAGE_SIZE
+        snd, rcv = tcp_pair()
+        data = pattern(size, seed=11)
+        s = Sender(snd, data)
+        res = recv_zc(ring, z, rcv.fileno(), refill=False, until_bytes=size, timeout=20)
+        s.join(5)
+        summ = res.summary(z)
+        summ["match"] = bytes(res.data) == data
+        summ["tokens"] = [a.token for a in z.areas]
+        per_area = {}
+        for c in res.cqes:
+            per_area[c.area_id] = per_area.get(c.area_id, 0) + 1
+        summ["cqes_per_area"] = {str(k): v for k, v in sorted(per_area.items())}
+        summ["total_pages"] = total_pages
+        snd.close()
+        rcv.close()
+        return summ
+
+
+# --------------------------------------------------------------------------------------
+# completion ring
+
+
+def recv_stream(
+    size=1 << 20,
+    family="ipv4",
+    ring="zcrx",
+    rq_entries=256,
+    area_pages=512,
+    length=0,
+    refill=True,
+    chunk=1 << 16,
+    cq_entries=4096,
+    rcvbuf=None,
+    sender_close=False,
+    keep_cqes=0,
+    event_mask=0,
+):
+    """Send `size` pattern bytes over loopback TCP and receive them with RECV_ZC."""
+    fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
+    pins0 = pinned_pages()
+    with Ring(16, RING_FLAGS[ring], cq_entries=cq_entries) as r:
+        z = r.register_zcrx(
+            rq_entries=rq_entries,
+            area_len=area_pages * PAGE_SIZE,
+            event_mask=event_mask,
+            event_user_data=0xE7E7,
+        )
+        pins_reg = pinned_pages() - pins0
+        snd, rcv = tcp_pair(fam, rcvbuf)
+        data = pattern(size, seed=size & 0xFFFF)
+        s = Sender(snd, data, chunk=chunk, close=sender_close)
+        t0 = time.monotonic()
+        # a run of task work can use up the whole area (-ENOMEM ends the multishot): re-arm
+        rearm = () if length else (-errno.ENOMEM, -errno.ENOSPC)
+        res = recv_zc(r, z, rcv.fileno(), length=length, refill=refill, timeout=60, rearm_on_error=rearm)
+        secs = time.monotonic() - t0
+        out = res.summary(z, keep_cqes)
+        got = bytes(res.data)
+        out.update(
+            sent=len(data),
+            match=got == data[: len(got)],
+            full_match=got == data,
+            secs=round(secs, 2),
+            rq_head=z.head,
+            rq_tail=z.tail,
+            rq_entries=z.rq_entries,
+            area_len=z.areas[0].len,
+            pins_registered=pins_reg,
+            expected_pins=(z.areas[0].len + z.args.rd.size) // PAGE_SIZE,
+            cqe_f32=sum(1 for c in res.cqes if c.flags & U.IORING_CQE_F_32),
+            final_f32=bool(res.final and res.final.flags & U.IORING_CQE_F_32),
+            final_big=res.final.big.hex() if res.final and res.final.big else None,
+            cq_skipped=r.skipped,
+            rearms=[c.res for c in res.others if c.user_data != 0xE7E7],
+        )
+        if length:
+            # what is left in the socket after a length-limited receive
+            s.join(10)
+            rcv.settimeout(5)
+            rest = bytearray()
+            while True:
+                b = rcv.recv(1 << 16)
+                if not b:
+                    break
+                rest += b
+            out["rest_bytes"] = len(rest)
+            out["rest_match"] = got + bytes(rest) == data
+        s.join(10)
+        snd.close()
+        rcv.close()
+    out["pins_after_close"] = wait_pins(pins0)[0] - pins0
+    return out
+
+
+def recv_prep_errors():
+    """Invalid RECV_ZC submissions: the CQE res of each."""
+    out = {}
+    with Ring(16) as ring:
+        z = ring.register_zcrx()
+        snd, rcv = tcp_pair()
+        fd = rcv.fileno()
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        r, w = os.pipe()
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        unix_a, unix_b = socket.socketpair()
+        cases = {
+            "no_multishot": dict(fd=fd, multishot=False),
+            "bad_zcrx_id": dict(fd=fd, zcrx_id=3),
+            "addr_set": dict(fd=fd, addr=0x1000),
+            "off_set": dict(fd=fd, off=1),
+            "addr3_set": dict(fd=fd, addr3=1),
+            "msg_flags_set": dict(fd=fd, op_flags=socket.MSG_DONTWAIT),
+            "ioprio_unknown": dict(fd=fd, ioprio=1 << 5),
+            "udp_socket": dict(fd=udp.fileno()),
+            "pipe": dict(fd=r),
+            "listening_tcp": dict(fd=lst.fileno()),
+            "unix_stream": dict(fd=unix_a.fileno()),
+            "bad_fd": dict(fd=9999),
+        }
+        for name, kw in cases.items():
+            kw = dict(kw)
+            ud = ring.submit_recv_zc(
+                kw.pop("fd"), kw.pop("zcrx_id", z.id), multishot=kw.pop("multishot", True), **kw
+            )
+            cqes = ring.wait_cqes(1, timeout=1.0)
+            mine = [c for c in cqes if c.user_data == ud]
+            out[name] = (
+                {"res": mine[0].res, "flags": mine[0].flags}
+                if mine
+                else {"res": None, "flags": None, "pending": True}
+            )
+        for s in (snd, rcv, udp, lst, unix_a, unix_b):
+            s.close()
+        os.close(r)
+        os.close(w)
+    return out
+
+
+def recv_end(kind="eof"):
+    """How a multishot RECV_ZC ends: eof, eof_no_data, reset, shutdown_rd, close_receiver."""
+    with Ring(16) as ring:
+        z = ring.register_zcrx()
+        snd, rcv = tcp_pair()
+        data = pattern(20_000, seed=3)
+        if kind == "eof_no_data":
+            snd.shutdown(socket.SHUT_WR)
+            res = recv_zc(ring, z, rcv.fileno(), timeout=10)
+        elif kind == "reset":
+            ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+            snd.sendall(data)
+            res = RecvResult()
+            res = recv_zc_collect(ring, z, ud, res, until_bytes=len(data), timeout=10)
+            snd.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            snd.close()
+            res = recv_zc_collect(ring, z, ud, res, timeout=10)
+        elif kind == "shutdown_rd":
+            ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+            snd.sendall(data)
+            res = recv_zc_collect(ring, z, ud, RecvResult(), until_bytes=len(data), timeout=10)
+            rcv.shutdown(socket.SHUT_RD)
+            res = recv_zc_collect(ring, z, ud, res, timeout=5)
+        else:  # eof after data
+            Sender(snd, data).join()
+            res = recv_zc(ring, z, rcv.fileno(), timeout=10)
+        out = res.summary(z)
+        out["expected_bytes"] = 0 if kind == "eof_no_data" else len(data)
+        snd.close()
+        rcv.close()
+        return out
+
+
+def recv_zc_collect(ring, zcrx, ud, r, until_bytes=None, timeout=10.0, refill=True):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and r.final is None:
+        batch = []
+        for c in ring.wait_cqes(1, timeout=0.5):
+            if c.user_data != ud:
+                r.others.append(c)
+            elif c.more:
+                r.data += zcrx.read(c.zc_off, c.res)
+                r.cqes.append(c)
+                batch.append(c)
+            else:
+                r.final = c
+        if refill:
+            give_back(zcrx, batch)
+        if until_bytes is not None and len(r.data) >= until_bytes:
+            break
+    return r
+
+
+def oneshot_sequence(chunk=PAGE_SIZE, n=8):
+    """Repeated length-limited RECV_ZC (like upstream's --oneshot): n requests of chunk bytes."""
+    with Ring(16) as ring:
+        z = ring.register_zcrx()
+        snd, rcv = tcp_pair()
+        data = pattern(chunk * n, seed=5)
+        s = Sender(snd, data)
+        got, finals, per_req = bytearray(), [], []
+        for _ in range(n):
+            r = recv_zc(ring, z, rcv.fileno(), length=chunk, timeout=10)
+            got += r.data
+            finals.append(r.final.to_dict() if r.final else None)
+            per_req.append(len(r.data))
+        s.join()
+        tail = recv_zc(ring, z, rcv.fileno(), timeout=10)
+        snd.close()
+        rcv.close()
+        return {
+            "per_request_bytes": per_req,
+            "finals": finals,
+            "match": bytes(got) == data,
+            "after_eof_final": tail.final.to_dict() if tail.final else None,
+            "after_eof_bytes": len(tail.data),
+        }
+
+
+def many_sockets(n=4, size=200_000):
+    """n TCP connections, one multishot each, all on one ifq."""
+    with Ring(64, cq_entries=4096) as ring:
+        z = ring.register_zcrx(area_len=1024 * PAGE_SIZE, rq_entries=1024)
+        pairs = [tcp_pair() for _ in range(n)]
+        datas = [pattern(size, seed=100 + i) for i in range(n)]
+        uds = {ring.submit_recv_zc(rcv.fileno(), z.id): i for i, (_, rcv) in enumerate(pairs)}
+        senders = [Sender(snd, d) for (snd, _), d in zip(pairs, datas, strict=True)]
+        got = [bytearray() for _ in range(n)]
+        finals = [None] * n
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(f is None for f in finals):
+            batch = []
+            for c in ring.wait_cqes(1, timeout=1.0):
+                i = uds[c.user_data]
+                if c.more:
+                    got[i] += z.read(c.zc_off, c.res)
+                    batch.append(c)
+                else:
+                    finals[i] = c.to_dict()
+            give_back(z, batch)
+        for s in senders:
+            s.join(5)
+        for a, b in pairs:
+            a.close()
+            b.close()
+        return {
+            "match": [bytes(g) == d for g, d in zip(got, datas, strict=True)],
+            "bytes": [len(g) for g in got],
+            "finals": finals,
+            "stats": z.stats(),
+        }
+
+
+def cq_overflow(cq_entries=8, size=256 * 1024):
+    """Do not reap while data arrives: zcrx CQEs cannot overflow; what ends the request?"""
+    with Ring(4, cq_entries=cq_entries) as ring:
+        z = ring.register_zcrx(area_len=512 * PAGE_SIZE, rq_entries=512)
+        snd, rcv = tcp_pair()
+        data = pattern(size, seed=9)
+        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+        s = Sender(snd, data)
+        time.sleep(1.0)
+        # let the kernel run the deferred work without consuming CQEs
+        from guest_tests.zcrx.ring import io_uring_enter
+
+        for _ in range(5):
+            io_uring_enter(ring.fd, 0, 0, U.IORING_ENTER_GETEVENTS)
+            time.sleep(0.2)
+        ready = ring.cq_ready()
+        sq_flags = ring.sq_flags.value
+        overflow_counter = ring.cq_overflow.value
+        first = ring.reap()
+        more_flushed = ring.get_events()
+        all_cqes = first + more_flushed
+        mine = [c for c in all_cqes if c.user_data == ud]
+        data_cqes = [c for c in mine if c.more]
+        final = [c for c in mine if not c.more]
+        got = bytearray()
+        for c in data_cqes:
+            got += z.read(c.zc_off, c.res)
+        give_back(z, data_cqes)
+        # re-arm and take the rest: nothing may be lost
+        rest = recv_zc(ring, z, rcv.fileno(), timeout=30, rearm_on_error=(-errno.ENOSPC,))
+        got += rest.data
+        s.join(10)
+        snd.close()
+        rcv.close()
+        return {
+            "cq_ready_before_reap": ready,
+            "cq_entries": ring.cq_entries,
+            "sq_flag_cq_overflow": bool(sq_flags & U.IORING_SQ_CQ_OVERFLOW),
+            "cq_overflow_counter": overflow_counter,
+            "n_data_cqes_first": len(data_cqes),
+            "first_final": final[0].to_dict() if final else None,
+            "rest_final": rest.final.to_dict() if rest.final else None,
+            "rest_rearms": [c.res for c in rest.others],
+            "match": bytes(got) == data,
+            "bytes": len(got),
+        }
+
+
+def area_exhaustion(area_pages=4, size=64 * 1024):
+    """No refill: the area runs dry; observe the ending CQE, then refill and finish."""
+    with Ring(16) as ring:
+        z = ring.register_zcrx(area_len=area_pages * PAGE_SIZE, rq_entries=64)
+        snd, rcv = tcp_pair()
+        data = pattern(size, seed=13)
+        s = Sender(snd, data)
+        r1 = recv_zc(ring, z, rcv.fileno(), refill=False, timeout=10)
+        first = {
+            "bytes": len(r1.data),
+            "n_cqes": len(r1.cqes),
+            "final": r1.final.to_dict() if r1.final else None,
+            "distinct_offsets": len({c.zc_off for c in r1.cqes}),
+        }
+        give_back(z, r1.cqes)
+        r2 = recv_zc(ring, z, rcv.fileno(), timeout=30, rearm_on_error=(-errno.ENOMEM,))
+        s.join(10)
+        got = bytes(r1.data) + bytes(r2.data)
+        snd.close()
+        rcv.close()
+        return {
+            "first": first,
+            "second_final": r2.final.to_dict() if r2.final else None,
+            "rearms": len(r2.others),
+            "match": got == data,
+            "bytes": len(got),
+            "stats": z.stats(),
+        }
+
+
+def stats_events(size=100_000):
+    """Copy statistics and ZCRX_EVENT_COPY notifications on a NODEV ifq."""
+    with Ring(16) as ring:
+        z = ring.register_zcrx(event_mask=1 << U.ZCRX_EVENT_COPY, event_user_data=0xC0FFEE)
+        snd, rcv = tcp_pair()
+        out = {"stats_initial": z.stats()}
+        data1, data2 = pattern(size, 21), pattern(size, 22)
+        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+        snd.sendall(data1)
+        r = recv_zc_collect(ring, z, ud, RecvResult(), until_bytes=len(data1))
+        time.sleep(0.2)
+        r.others += [c for c in ring.get_events() if c.user_data != ud]
+        out["stats_1"] = z.stats()
+        out["cqes_1"] = len(r.cqes)
+        out["bytes_1"] = len(r.data)
+        out["events_1"] = [c.to_dict() for c in r.others]
+        out["arm_copy_errno"] = errno_of(z.arm_event, U.ZCRX_EVENT_COPY)
+        out["arm_copy_again_errno"] = errno_of(z.arm_event, U.ZCRX_EVENT_COPY)
+        out["arm_alloc_fail_errno"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
+        r2 = RecvResult()
+        snd.sendall(data2)
+        r2 = recv_zc_collect(ring, z, ud, r2, until_bytes=len(data2))
+        time.sleep(0.2)
+        r2.others += [c for c in ring.get_events() if c.user_data != ud]
+        out["stats_2"] = z.stats()
+        out["cqes_2"] = len(r2.cqes)
+        out["bytes_2"] = len(r2.data)
+        out["events_2"] = [c.to_dict() for c in r2.others]
+        out["match"] = bytes(r.data) == data1 and bytes(r2.data) == data2
+        snd.close()
+        rcv.close()
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# refill ring
+
+
+class Stream:
+    """A loopback TCP stream fed by a sender thread, received with RECV_ZC on one ifq."""
+
+    def __init__(self, ring, z, total, seed=31, rcvbuf=None):
+        self.ring, self.z = ring, z
+        self.snd, self.rcv = tcp_pair(rcvbuf=rcvbuf)
+        self.data = pattern(total, seed)
+        self.sender = Sender(self.snd, self.data)
+        self.r = RecvResult()
+        self.ud = None
+
+    def run_until_final(self, timeout=10.0, refill=False):
+        """Arm a multishot and collect until it ends; returns the new data CQEs."""
+        self.ud = self.ring.submit_recv_zc(self.rcv.fileno(), self.z.id)
+        self.r.final = None
+        n0 = len(self.r.cqes)
+        recv_zc_collect(self.ring, self.z, self.ud, self.r, timeout=timeout, refill=refill)
+        return self.r.cqes[n0:]
+
+    def intact(self):
+        got = bytes(self.r.data)
+        return got == self.data[: len(got)]
+
+    def close(self):
+        self.snd.close()
+        self.rcv.close()
+        self.sender.join(5)
+
+
+def _exhaust_info(cqes, final):
+    return {
+        "cqes": len(cqes),
+        "bytes": sum(c.res for c in cqes),
+        "niovs": len({c.zc_off >> 12 for c in cqes}),
+        "final": final.to_dict() if final else None,
+    }
+
+
+def refill_entries(kind="valid", pages=8):
+    """Exhaust a `pages`-buffer area, return buffers through crafted refill entries.
+
+    Observes the refill head after one and after two FLUSH_RQ and how many
+    buffers the kernel hands out afterwards (it re-arms and runs dry again).
+    """
+    with Ring(16, cq_entries=256) as ring:
+        z = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=16)
+        st = Stream(ring, z, pages * PAGE_SIZE * 16)
+        c1 = st.run_until_final()
+        out = {"exhaust1": _exhaust_info(c1, st.r.final)}
+        token = z.areas[0].token
+        offs = sorted({c.zc_off >> 12 << 12 for c in c1})
+        base, other = offs[0], offs[1]
+        aoff = base & ~U.IORING_ZCRX_AREA_MASK
+        entries = {
+            "valid": [(base, PAGE_SIZE, 0)],
+            "outside_area": [(token + pages * PAGE_SIZE, PAGE_SIZE, 0), (base, PAGE_SIZE, 0)],
+            # 2**44 + other: outside the area, but (off >> 12) truncated to 32 bits is `other`
+            "far_outside_area": [
+                (token + (1 << 44) + (other & ~U.IORING_ZCRX_AREA_MASK), PAGE_SIZE, 0),
+                (base, PAGE_SIZE, 0),
+            ],
+            "wrong_area_token": [((5 << 48) | aoff, PAGE_SIZE, 0), (base, PAGE_SIZE, 0)],
+            "pad_nonzero": [(base, PAGE_SIZE, 1), (other, PAGE_SIZE, 0)],
+            "misaligned": [(base + 100, PAGE_SIZE, 0)],
+            "len_0": [(base, 0, 0)],
+            "len_huge": [(base, 0xFFFFFFFF, 0)],
+            "double_return": [(base, PAGE_SIZE, 0), (base, PAGE_SIZE, 0)],
+            "all": [(c.zc_off, c.res, 0) for c in c1],
+        }[kind]
+        for off, ln, pad in entries:
+            z.refill(off, ln, pad)
+        out.update(n_entries=len(entries), tail=z.tail, head_before_flush=z.head)
+        z.flush()
+        out["head_after_flush1"] = z.head
+        z.flush()
+        out["head_after_flush2"] = z.head
+        c2 = st.run_until_final(timeout=5)
+        out["exhaust2"] = _exhaust_info(c2, st.r.final)
+        out["intact"] = st.intact()
+        st.close()
+        return out
+
+
+def refill_not_consumed_without_flush(pages=8):
+    """NODEV: are refill entries consumed without FLUSH_RQ, e.g. by later receives?"""
+    with Ring(16, cq_entries=256) as ring:
+        z = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=16)
+        st = Stream(ring, z, pages * PAGE_SIZE * 16)
+        c1 = st.run_until_final()
+        for c in c1:
+            z.refill_cqe(c)
+        out = {"exhaust1": _exhaust_info(c1, st.r.final), "tail": z.tail, "head_before": z.head}
+        c2 = st.run_until_final(timeout=3)
+        out["exhaust2_without_flush"] = _exhaust_info(c2, st.r.final)
+        out["head_after_recv"] = z.head
+        z.flush()
+        out["head_after_flush"] = z.head
+        c3 = st.run_until_final(timeout=5)
+        out["exhaust3_after_flush"] = _exhaust_info(c3, st.r.final)
+        out["intact"] = st.intact()
+        st.close()
+        return out
+
+
+def refill_wraps(rq_entries=4, size=2 << 20, area_pages=16):
+    """A tiny refill ring wrapped many times; data must stay intact."""
+    with Ring(16, cq_entries=1024) as ring:
+        z = ring.register_zcrx(area_len=area_pages * PAGE_SIZE, rq_entries=rq_entries)
+        snd, rcv = tcp_pair(rcvbuf=64 * 1024)
+        data = pattern(size, seed=17)
+        s = Sender(snd, data)
+        res = recv_zc(ring, z, rcv.fileno(), timeout=120, rearm_on_error=(-errno.ENOMEM, -errno.ENOSPC))
+        s.join(10)
+        snd.close()
+        rcv.close()
+        out = res.summary(z)
+        out.update(
+            match=bytes(res.data) == data,
+            rq_entries=z.rq_entries,
+            tail=z.tail,
+            head=z.head,
+            wraps=z.tail // z.rq_entries,
+            rearms=[c.res for c in res.others],
+        )
+        return out
+
+
+def refill_corrupt(kind="tail_far_ahead", pages=8):
+    """Corrupt the shared refill header; the kernel must stay sane and keep working."""
+    with Ring(16, cq_entries=256) as ring:
+        z = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=16)
+        st = Stream(ring, z, pages * PAGE_SIZE * 24)
+        c1 = st.run_until_final()
+        out = {"exhaust1": _exhaust_info(c1, st.r.final), "rq_entries": z.rq_entries}
+        if kind == "tail_far_ahead":
+            for c in c1[:8]:
+                z.refill_cqe(c)
+            z.ktail.value = z.rq_tail = 1000
+        elif kind == "tail_behind_head":
+            for c in c1[:8]:
+                z.refill_cqe(c)
+            z.flush()
+            out["head_after_valid"] = z.head
+            z.ktail.value = z.rq_tail = (z.head - 3) & 0xFFFFFFFF
+        elif kind == "head_garbage":
+            for c in c1[:8]:
+                z.refill_cqe(c)
+            z.khead.value = 0xDEAD
+        out["head_before"], out["tail_before"] = z.head, z.tail
+        z.flush()
+        out["head_after_flush1"] = z.head
+        z.flush()
+        out["head_after_flush2"] = z.head
+        # resynchronise with the kernel's head, return everything still held
+        z.ktail.value = z.rq_tail = z.head
+        for c in c1:
+            z.refill_cqe(c)
+        z.flush()
+        out["head_after_resync"] = z.head
+        c2 = st.run_until_final(timeout=5)
+        out["exhaust2"] = _exhaust_info(c2, st.r.final)
+        out["intact"] = st.intact()
+        st.close()
+        return out
+
+
+def flush_batches(rq_entries=256, pages=200):
+    """One FLUSH_RQ with more than ZCRX_FLUSH_BATCH (32) entries queued."""
+    with Ring(16, cq_entries=1024) as ring:
+        z = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=rq_entries)
+        st = Stream(ring, z, pages * PAGE_SIZE * 4)
+        c1 = st.run_until_final()
+        for c in c1:
+            z.refill_cqe(c)
+        out = {"exhaust1": _exhaust_info(c1, st.r.final), "tail": z.tail}
+        z.flush()
+        out["head_after_flush"] = z.head
+        c2 = st.run_until_final(timeout=5)
+        out["exhaust2"] = _exhaust_info(c2, st.r.final)
+        out["intact"] = st.intact()
+        st.close()
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# teardown
+
+
+def _child_receiver(mode, ready_w, area_pages, holder_sock=None):
+    """Runs in a forked child: register, get into `mode`, report, wait to be killed."""
+    ring = Ring(16, cq_entries=1024)
+    z = ring.register_zcrx(area_len=area_pages * PAGE_SIZE, rq_entries=256)
+    snd, rcv = tcp_pair()
+    info = {"pid": os.getpid()}
+    r, ud = RecvResult(), None
+    if mode == "exported":
+        fd = z.export()
+        socket.send_fds(holder_sock, [b"x"], [fd])
+        os.close(fd)
+    if mode in ("receiving", "exported"):
+        EndlessSender(snd)
+        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+        recv_zc_collect(ring, z, ud, r, until_bytes=1 << 20, timeout=30)
+        info["received_before_ready"] = len(r.data)
+    elif mode == "held":
+        snd.sendall(pattern(area_pages * PAGE_SIZE * 2, 2))
+        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+        recv_zc_collect(ring, z, ud, r, timeout=10, refill=False)
+        info["held_buffers"] = len({c.zc_off for c in r.cqes})
+        info["final"] = r.final.to_dict() if r.final else None
+    elif mode == "armed":
+        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
+        info["cqes_while_armed"] = len(ring.wait_cqes(1, 0.3))
+    elif mode == "queued":
+        snd.sendall(pattern(200_000, 3))  # data sits in the socket, no request
+    os.write(ready_w, (json.dumps(info) + "\n").encode())
+    while True:  # keep going until killed
+        if mode in ("receiving", "exported"):
+            recv_zc_collect(ring, z, ud, r, timeout=1)
+        else:
+            time.sleep(1)
+
+
+def _fd_holder(sock):
+    """Forked before any ring exists: receives the exported zcrx fd and keeps it."""
+    _, fds, _, _ = socket.recv_fds(sock, 16, 4)
+    sock.send(
+        json.dumps(
+            {"fds": len(fds), "link": os.readlink(f"/proc/self/fd/{fds[0]}") if fds else None}
+        ).encode()
+    )
+    while True:
+        time.sleep(1)
+
+
+def teardown_sigkill(mode="receiving", area_pages=256):
+    """SIGKILL a process holding an ifq in `mode`; check pins and re-registration."""
+    base = pinned_pages()
+    out = {"mode": mode}
+    holder_pid = hold_parent = None
+    if mode == "exported":
+        hold_parent, hold_child = socket.socketpair()
+        holder_pid = os.fork()
+        if holder_pid == 0:
+            try:
+                hold_parent.close()
+                _fd_holder(hold_child)
+            finally:
+                os._exit(1)
+        hold_child.close()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            _child_receiver(mode, w, area_pages, hold_parent)
+        finally:
+            os._exit(1)
+    os.close(w)
+    line = read_all_line(r, 40)
+    os.close(r)
+    out["ready"] = bool(line)
+    out["child"] = json.loads(line) if line else None
+    if holder_pid:
+        hold_parent.settimeout(10)
+        out["holder"] = json.loads(hold_parent.recv(4096) or b"null")
+    out["pins_during"] = pinned_pages() - base
+    t0 = time.monotonic()
+    status = kill_and_reap(pid)
+    out["child_killed_by"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if holder_pid:
+        time.sleep(1.0)
+        out["pins_while_holder_alive"] = pinned_pages() - base
+        kill_and_reap(holder_pid)
+        hold_parent.close()
+    v, waited = wait_pins(base, timeout=20)
+    out["pins_after"] = v - base
+    out["pins_wait_s"] = waited
+    out["teardown_s"] = round(time.monotonic() - t0, 2)
+    # the same registration again, and a receive through it
+    again = recv_stream(size=256 * 1024, area_pages=area_pages)
+    out["again"] = {k: again[k] for k in ("full_match", "bytes", "final", "pins_after_close")}
+    out["pins_final"] = pinned_pages() - base
+    return out
+
+
+def read_all_line(fd, timeout):
+    buf, deadline = b"", time.monotonic() + timeout
+    while not buf.endswith(b"\n") and time.monotonic() < deadline:
+        if select.select([fd], [], [], 1)[0]:
+            b = os.read(fd, 4096)
+            if not b:
+                break
+            buf += b
+    return buf.decode().strip()
+
+
+def pins_registration(region="user", area_pages=64, hugetlb=False):
+    """Pinned pages while an ifq is registered and after unregistering (ring close)."""
+    base = pinned_pages()
+    ring = Ring(8)
+    try:
+        z = ring.register_zcrx(area_len=area_pages * PAGE_SIZE, region=region, rq_entries=64, hugetlb=hugetlb)
+    except OSError as e:
+        ring.close()
+        return {"errno": e.errno}
+    during = pinned_pages() - base
+    region_pages = z.args.rd.size // PAGE_SIZE if region == "user" else 0
+    z2 = z.add_area(16 * PAGE_SIZE)
+    during_add = pinned_pages() - base
+    ring.close()
+    z.args.close()
+    z2.mem.close()
+    after, waited = wait_pins(base)
+    return {
+        "errno": 0,
+        "during": during,
+        "area_pages": area_pages,
+        "region_pages": region_pages,
+        "during_after_add_area": during_add,
+        "after": after - base,
+        "wait_s": waited,
+    }
+
+
+def hugetlb_area(size=1 << 20):
+    """An area on a 2 MiB hugetlb page: registration, pins and data integrity."""
+    path = "/proc/sys/vm/nr_hugepages"
+    with open(path) as f:
+        old = int(f.read())
+    with open(path, "w") as f:
+        f.write(str(old + 2))
+    try:
+        with open(path) as f:
+            got = int(f.read())
+        if got < old + 2:
+            return {"skip": f"could not reserve 2 huge pages (nr_hugepages {got})"}
+        base = pinned_pages()
+        try:
+            area = Mem(2 << 20, hugetlb=True)
+        except OSError as e:
+            return {"skip": f"MAP_HUGETLB failed: {e}"}
+        out = {"area_pages": (2 << 20) // PAGE_SIZE}
+        with Ring(16, cq_entries=4096) as ring:
+            z = ring.register_zcrx(ZcrxArgs(area_mem=area, rq_entries=256))
+            out["pins_during"] = pinned_pages() - base
+            out["region_pages"] = z.args.rd.size // PAGE_SIZE
+            snd, rcv = tcp_pair()
+            data = pattern(size, 61)
+            s = Sender(snd, data)
+            r = recv_zc(ring, z, rcv.fileno(), timeout=60, rearm_on_error=(-errno.ENOMEM,))
+            s.join(10)
+            snd.close()
+            rcv.close()
+            out.update(r.summary(z))
+            out["match"] = bytes(r.data) == data
+            z.args.close()
+        out["pins_after"] = wait_pins(base)[0] - base
+        return out
+    finally:
+        with open(path, "w") as f:
+            f.write(str(old))

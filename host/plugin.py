@@ -113,12 +113,26 @@ class Lab:
             self.kmsg_seq = records[-1].seq
         return records
 
+    def _kmemleak(self) -> str:
+        """On a kmemleak kernel: scan now and report (then forget) new leaks.
+
+        kmemleak ignores objects younger than 5 s, so a leak from the last
+        moments of a test is charged to the next one; the report names the
+        allocation backtrace either way.
+        """
+        if self.kernel.config.get("DEBUG_KMEMLEAK") != "y":
+            return ""
+        ctl = "/sys/kernel/debug/kmemleak"
+        report = self.vm.run(f"echo scan > {ctl} && cat {ctl} && echo clear > {ctl}", timeout=300).stdout
+        return "\n" + report if report.strip() else ""
+
     def collect(self, item, crashed: bool) -> tuple[str, str, bool]:
         """The kernel log of ITEM's run: (dmesg text, console text, crashed)."""
         dmesg = ""
         if not crashed and self.vm and self.vm.alive():
             try:
                 dmesg = "\n".join(str(r) for r in self._read_kmsg())
+                dmesg += self._kmemleak()
             except GuestTimeout:
                 crashed = True
         if crashed and self.vm.alive():

@@ -12,7 +12,7 @@ from host.setup import REPO
 
 
 def _kernel(spec: str) -> tuple[kernel.Kernel, image.GuestImage]:
-    if spec != "default":
+    if spec not in ("default", "debug"):
         kernel.resolve(spec, None)  # a bad path fails before the image is built
     img = image.guest_image()
     return kernel.resolve(spec, img), img
@@ -90,6 +90,23 @@ def cmd_shell(args) -> int:
         )  # fmt: skip
 
 
+def cmd_build_kernel(args) -> int:
+    import argparse
+
+    from host import build
+
+    parser = argparse.ArgumentParser(prog="python3 -m host build-kernel")
+    parser.add_argument("source", help="a kernel source tree, or 'debug' (Debian's linux-source)")
+    parser.add_argument("--fragments", help="comma-separated kconfigs/ fragments (default: "
+                        "base,zcrx for a tree, base,zcrx,debug for debug)")  # fmt: skip
+    parser.add_argument("-j", type=int, dest="jobs")
+    opts = parser.parse_args(args)
+    fragments = opts.fragments.split(",") if opts.fragments else None
+    out = build.build(opts.source, fragments, opts.jobs)
+    print(f"zcrx-lab: kernel tree {out} (use --kernel={out})")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from host import bench
 
@@ -104,6 +121,7 @@ COMMANDS = {
     "boot": cmd_boot,
     "shell": cmd_shell,
     "bench": cmd_bench,
+    "build-kernel": cmd_build_kernel,
 }
 
 

@@ -1,6 +1,8 @@
 """Kernel providers: which kernel image, config and modules a run boots.
 
 `--kernel` takes `default` (Debian's prebuilt kernel inside the guest image),
+`debug` (Debian's linux-source of the same version, built with kconfigs/
+base+zcrx+debug: KASAN, kmemleak, lockdep, fault injection),
 a built kernel tree (its arch/x86/boot/bzImage and .config) or a bzImage path
 (its config beside it as `config-RELEASE` or `.config`, or embedded with
 CONFIG_IKCONFIG). Every kernel is checked for the options the lab needs before
@@ -121,7 +123,13 @@ def resolve(spec: str, image) -> Kernel:
             tree=None,
         )
     else:
-        kernel = _from_path(Path(spec).expanduser())
+        path = Path(spec).expanduser()
+        if spec == "debug":  # Debian's linux-source with base+zcrx+debug, built once
+            from host.build import build
+
+            path = build("debug")
+        kernel = _from_path(path)
+        kernel.spec = spec
         if (
             kernel.modules is None
             and image is not None

@@ -76,7 +76,7 @@ class Lab:
 
         if self.kernel:
             return
-        if self.spec != "default":
+        if self.spec not in ("default", "debug"):
             kernel.resolve(self.spec, None)  # fail fast, before building an image
         self.image = image.guest_image()
         self.kernel = kernel.resolve(self.spec, self.image)

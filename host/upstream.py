@@ -80,7 +80,22 @@ def source_tree(kernel, image) -> Path:
     return tree
 
 
-def _fetch(package: str, version: str, tree: Path) -> None:
+def full_source_tree(image) -> Path:
+    """The whole Debian linux-source tree of the default kernel (for kernel builds)."""
+    major_minor = ".".join(image.kernel_version.split(".")[:2])
+    package, version = f"linux-source-{major_minor}", image.package_version
+    base = cache_root() / "sources" / version
+    tree = base / "tree"
+    if (tree / "Makefile").exists():
+        return tree
+    base.mkdir(parents=True, exist_ok=True)
+    with _locked(base / "lock"):
+        if not (tree / "Makefile").exists():
+            _fetch(package, version, tree, subtrees=None)
+    return tree
+
+
+def _fetch(package: str, version: str, tree: Path, subtrees=tuple(SUBTREES)) -> None:
     apt = PrivateApt(cache_root() / "apt", host_mirror(), SUITES)
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-src-", dir=tree.parent) as tmp:
         tmp = Path(tmp)
@@ -93,12 +108,12 @@ def _fetch(package: str, version: str, tree: Path) -> None:
         top = package
         script = (
             'dpkg-deb --fsys-tarfile "$1" | tar -xOf - "$2" | '
-            'tar -xJf - -C "$3" --strip-components=1 ' + " ".join(f"{top}/{sub}" for sub in SUBTREES)
+            'tar -xJf - -C "$3" --strip-components=1 ' + " ".join(f"{top}/{sub}" for sub in subtrees or ())
         )
         proc = subprocess.run(["bash", "-ec", "set -o pipefail; " + script,
                                "bash", str(deb), inner, str(staging)],
                               capture_output=True, text=True)  # fmt: skip
-        if proc.returncode != 0 or not (staging / TEST).exists():
+        if proc.returncode != 0 or not (staging / (TEST if subtrees else "Makefile")).exists():
             raise LabError(f"cannot extract upstream's selftest from {deb.name}: "
                            f"{proc.stderr.strip()[-300:] or 'no ' + TEST}")  # fmt: skip
         (staging / "VERSION").write_text(f"{package} {version}\n")

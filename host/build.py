@@ -68,6 +68,9 @@ def _source(spec: str) -> tuple[Path, str]:
 
 def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None) -> Path:
     """Build SPEC; returns the O= directory (bzImage and .config inside)."""
+    from host.setup import KERNEL_BUILD_PACKAGES, debian_packages
+
+    debian_packages(KERNEL_BUILD_PACKAGES)
     fragments = fragments or DEFAULT_FRAGMENTS["debug" if spec == "debug" else "tree"]
     src, identity = _source(spec)
     frag_text = "".join((KCONFIGS / f"{f}.config").read_text() for f in fragments)

@@ -34,9 +34,23 @@ def _log(msg: str) -> None:
     print(f"[setup] {msg}", file=sys.stderr, flush=True)
 
 
-def debian_packages() -> None:
-    missing = [pkg for pkg, proof in DEBIAN_PACKAGES.items() if not os.path.exists(proof)]
-    if Path("/bin/busybox").exists() and b"ld-linux" in Path("/bin/busybox").read_bytes()[:4096]:
+# What building a kernel from source needs on top (build-kernel, --kernel=debug).
+KERNEL_BUILD_PACKAGES = {
+    "build-essential": "/usr/bin/gcc",
+    "flex": "/usr/bin/flex",
+    "bison": "/usr/bin/bison",
+    "bc": "/usr/bin/bc",
+    "libelf-dev": "/usr/include/libelf.h",
+    "libssl-dev": "/usr/include/openssl/ssl.h",
+    "ccache": "/usr/bin/ccache",
+    "lcov": "/usr/bin/lcov",
+}
+
+
+def debian_packages(packages: dict[str, str] = DEBIAN_PACKAGES) -> None:
+    missing = [pkg for pkg, proof in packages.items() if not os.path.exists(proof)]
+    busybox = Path("/bin/busybox")
+    if packages is DEBIAN_PACKAGES and busybox.exists() and b"ld-linux" in busybox.read_bytes()[:4096]:
         missing.append("busybox-static")  # a dynamic busybox cannot run in the initramfs
     if not missing:
         return

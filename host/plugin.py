@@ -8,7 +8,6 @@ results directory whatever happens.
 """
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -93,6 +92,7 @@ class Lab:
             self.boot_times.append(self.vm.boot_seconds)
             self._say(f"booted {self.kernel.describe()} ({self.vm.accel}: {self.vm.accel_reason}) "
                       f"to SSH in {self.vm.boot_seconds:.1f} s")  # fmt: skip
+            self.kmsg_seq = -1  # a new kernel numbers its records from 0
             records = self._read_kmsg()
             boot_log = "\n".join(str(r) for r in records)
             (self.results / f"dmesg-boot{self.vm.boots}.txt").write_text(boot_log + "\n")
@@ -300,5 +300,3 @@ def pytest_sessionfinish(session):
     if lab:
         lab.close()
 
-
-os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

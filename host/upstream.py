@@ -61,6 +61,8 @@ def source_tree(kernel, image) -> Path:
     """The root of a kernel source tree holding the selftest (fetched if needed)."""
     if kernel.tree:
         root = Path(kernel.tree)
+        if (root / "source").is_dir():  # an O= build directory points at its source
+            root = (root / "source").resolve()
         if not (root / TEST).exists():
             raise LabError(f"kernel tree {root}: no {TEST} (upstream's zcrx selftest)")
         return root

@@ -97,7 +97,8 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
             )
         stamp.write_text(frag_text)
     jobs = jobs or (os.cpu_count() or 1) + 1
-    _log(f"building {src.name} (-j{jobs}); this takes about 15 minutes on 2 cores the first time")
+    first = "; the first build takes about 15 minutes on 2 cores" if not (out / "vmlinux").exists() else ""
+    _log(f"building {src.name} (-j{jobs}){first}")
     _check(make + [f"-j{jobs}", "bzImage", "modules_prepare"], stream=True)
     _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s")
     return out

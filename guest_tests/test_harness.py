@@ -14,5 +14,11 @@ def test_deliberate_panic(guest):
     guest.sh("echo c > /proc/sysrq-trigger", timeout=60)
 
 
+# Taint bits a healthy lab kernel may carry: zcnic is out of tree (O, 12) and
+# unsigned (E, 13). Anything else (W for a WARN, D for an oops, ...) is not.
+LAB_TAINTS = (1 << 12) | (1 << 13)
+
+
 def test_guest_alive_after_previous_tests(guest):
-    assert guest.sh("cat /proc/sys/kernel/tainted", check=True).stdout.strip() == "0"
+    tainted = int(guest.sh("cat /proc/sys/kernel/tainted", check=True).stdout)
+    assert tainted & ~LAB_TAINTS == 0, f"kernel tainted: {tainted:#x}"

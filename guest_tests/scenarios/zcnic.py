@@ -1,0 +1,1282 @@
+"""Guest-side zcrx scenarios on zcnic (nic/), the emulated zero-copy NIC.
+
+Topology (made by ensure_env(), kept between tests):
+
+    netns "remote": veth1 10.77.0.1/24 fd77::1/64     (the TCP sender)
+         |
+    veth0 ── zc0 (zcnic, 4 queues) 10.77.0.2/24 fd77::2/64   (zcrx receiver)
+
+Each public function returns observations (errnos, byte counts, counters, netlink
+attributes); the host-side tests in guest_tests/test_zcnic_*.py judge them.
+
+Small helpers talk to the kernel directly: a raw generic netlink client for the
+netdev family (queue-get, page-pool-get, qstats-get) and ethtool's rings/channels
+(hds-thresh: the image's ethtool may be too old for it), an rtnetlink IFLA_XDP
+setter and a bpf() loader for a two-instruction XDP_PASS program.
+"""
+
+import ctypes
+import errno
+import json
+import os
+import re
+import select
+import socket
+import struct
+import subprocess
+import time
+
+from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.ring import libc
+from guest_tests.zcrx.util import give_back, pattern, pinned_pages, sha256, wait_pins
+
+IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
+ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
+FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
+DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
+KNOBS = ("fail_queue_mem_alloc", "fail_queue_start", "fail_pp_alloc", "rx_drop")
+DEF_QUEUES, DEF_RING = 4, 256
+EV_UD = 0xE7E7  # user_data of zcrx event CQEs
+
+# ---------------------------------------------------------------------------------------
+# shell
+
+
+def sh(cmd, check=True):
+    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and p.returncode:
+        raise RuntimeError(f"{cmd!r} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def ifindex(name=IFNAME):
+    return socket.if_nametoindex(name)
+
+
+def link_exists(name=IFNAME):
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def knob(name, value=None):
+    path = f"{DEBUGFS}/{name}"
+    if value is not None:
+        with open(path, "w") as f:
+            f.write(str(value))
+    with open(path) as f:
+        return int(f.read())
+
+
+def ethtool_stats(dev=IFNAME):
+    """`ethtool -S` as {name: int}."""
+    out = {}
+    for line in sh(f"ethtool -S {dev}").stdout.splitlines()[1:]:
+        k, _, v = line.strip().partition(":")
+        if v.strip().lstrip("-").isdigit():
+            out[k.strip()] = int(v)
+    return out
+
+
+def qstat(stats, q, name):
+    return stats.get(f"rx{q}_{name}", 0)
+
+
+# ---------------------------------------------------------------------------------------
+# netlink: a raw client, enough for generic netlink "do"/"dump" and RTM_SETLINK
+
+NETLINK_ROUTE, NETLINK_GENERIC, SOL_NETLINK = 0, 16, 270
+NETLINK_EXT_ACK, NETLINK_GET_STRICT_CHK = 11, 12
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_ACK_TLVS = 1, 4, 0x300, 0x200
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSGERR_ATTR_MSG = 1
+NLA_F_NESTED = 1 << 15
+GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 16, 3, 1, 2
+
+# include/uapi/linux/netdev.h
+NETDEV_CMD_PAGE_POOL_GET, NETDEV_CMD_QUEUE_GET, NETDEV_CMD_QSTATS_GET = 5, 10, 12
+QUEUE_ATTRS = {1: "id", 2: "ifindex", 3: "type", 4: "napi-id", 5: "dmabuf", 6: "io-uring", 7: "xsk"}
+PP_ATTRS = {1: "id", 2: "ifindex", 3: "napi-id", 4: "inflight", 5: "inflight-mem", 6: "detach-time"}
+PP_ATTRS.update({7: "dmabuf", 8: "io-uring"})
+IO_URING_ATTRS = {1: "rx-buf-len"}
+QSTATS_ATTRS = {1: "ifindex", 2: "queue-type", 3: "queue-id", 4: "scope", 8: "rx-packets", 9: "rx-bytes"}
+QSTATS_ATTRS.update({12: "rx-alloc-fail", 13: "rx-hw-drops", 14: "rx-hw-drop-overruns"})
+QSTATS_ATTRS.update({16: "rx-csum-unnecessary", 17: "rx-csum-none", 18: "rx-csum-bad"})
+NESTS = {"io-uring": IO_URING_ATTRS}
+QUEUE_TYPE_RX, QSTATS_SCOPE_QUEUE = 0, 1
+
+# include/uapi/linux/ethtool_netlink_generated.h
+ETHTOOL_MSG_RINGS_GET, ETHTOOL_MSG_RINGS_SET, ETHTOOL_MSG_CHANNELS_SET = 15, 16, 18
+ETHTOOL_A_HEADER_DEV_INDEX = 1
+RINGS_HEADER, RINGS_RX, RINGS_TCP_DATA_SPLIT, RINGS_HDS_THRESH = 1, 6, 11, 17
+RINGS_ATTRS = {2: "rx-max", 6: "rx", 11: "tcp-data-split", 17: "hds-thresh", 18: "hds-thresh-max"}
+CHANNELS_HEADER, CHANNELS_COMBINED_COUNT = 1, 9
+TCP_DATA_SPLIT = {"off": 1, "on": 2}
+
+# include/uapi/linux/if_link.h, rtnetlink.h
+RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+
+
+def nla(atype, payload):
+    hdr = struct.pack("=HH", 4 + len(payload), atype)
+    return hdr + payload + b"\0" * (-len(payload) % 4)
+
+
+def nla_u8(atype, v):
+    return nla(atype, struct.pack("=B", v))
+
+
+def nla_u32(atype, v):
+    return nla(atype, struct.pack("=I", v))
+
+
+def nla_s32(atype, v):
+    return nla(atype, struct.pack("=i", v))
+
+
+def nla_nest(atype, *attrs):
+    return nla(atype | NLA_F_NESTED, b"".join(attrs))
+
+
+def nla_parse(buf, names=None):
+    """Attributes as {name or number: int | bytes | dict}; nests named in NESTS are parsed."""
+    out, off = {}, 0
+    while off + 4 <= len(buf):
+        length, atype = struct.unpack_from("=HH", buf, off)
+        if length < 4:
+            break
+        payload = buf[off + 4 : off + length]
+        atype &= 0x3FFF
+        name = (names or {}).get(atype, atype)
+        if name in NESTS:
+            out[name] = nla_parse(payload, NESTS[name])
+        elif len(payload) in (1, 2, 4, 8) and isinstance(name, str):
+            out[name] = int.from_bytes(payload, "little")
+        else:
+            out[name] = payload
+        off += (length + 3) & ~3
+    return out
+
+
+class NetlinkError(OSError):
+    pass
+
+
+class Netlink:
+    def __init__(self, proto=NETLINK_GENERIC):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, proto)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        self.sock.bind((0, 0))
+        self.seq = int(time.monotonic() * 1000) & 0xFFFFFF
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, mtype, payload, dump=False):
+        """Send one request; returns the payloads of the answers (a dump's messages)."""
+        self.seq += 1
+        flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_DUMP if dump else 0)
+        self.sock.send(struct.pack("=IHHII", 16 + len(payload), mtype, flags, self.seq, 0) + payload)
+        out = []
+        while True:
+            data = self.sock.recv(1 << 20)
+            off = 0
+            while off + 16 <= len(data):
+                length, t, f, seq, _ = struct.unpack_from("=IHHII", data, off)
+                body = data[off + 16 : off + length]
+                off += (length + 3) & ~3
+                if seq != self.seq:
+                    continue
+                if t in (NLMSG_ERROR, NLMSG_DONE):
+                    err = -struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
+                    if err:
+                        raise NetlinkError(err, f"{os.strerror(err)}: {self._extack(t, f, body)}")
+                    if t == NLMSG_DONE or not dump:
+                        return out
+                    continue
+                out.append(body)
+
+    @staticmethod
+    def _extack(t, flags, body):
+        if not flags & NLM_F_ACK_TLVS:
+            return ""
+        if t == NLMSG_ERROR:  # int error + the original header (payload capped or not)
+            orig_len = struct.unpack_from("=I", body, 4)[0]
+            tlvs = body[4 + (16 if flags & 0x100 else orig_len) :]  # 0x100: NLM_F_CAPPED
+        else:
+            tlvs = body[4:]
+        msg = nla_parse(tlvs).get(NLMSGERR_ATTR_MSG, b"")
+        return msg.rstrip(b"\0").decode(errors="replace")
+
+
+class Genl(Netlink):
+    """A generic netlink family, resolved by name."""
+
+    def __init__(self, family):
+        super().__init__(NETLINK_GENERIC)
+        ans = self.request(GENL_ID_CTRL, struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0)
+                           + nla(CTRL_ATTR_FAMILY_NAME, family.encode() + b"\0"))  # fmt: skip
+        self.family = struct.unpack("=H", nla_parse(ans[0][4:])[CTRL_ATTR_FAMILY_ID])[0]
+
+    def do(self, cmd, attrs=b"", dump=False, names=None):
+        msgs = self.request(self.family, struct.pack("=BBH", cmd, 1, 0) + attrs, dump)
+        return [nla_parse(m[4:], names) for m in msgs]
+
+
+def queues(ifname=IFNAME):
+    """netdev queue-get dump of RX queues: {queue id: attributes}."""
+    with Genl("netdev") as g:
+        qs = g.do(NETDEV_CMD_QUEUE_GET, nla_u32(2, ifindex(ifname)), dump=True, names=QUEUE_ATTRS)
+    return {q["id"]: q for q in qs if q.get("type") == QUEUE_TYPE_RX}
+
+
+def queue_get(q, ifidx=None):
+    """netdev queue-get (do) of RX queue q; raises NetlinkError."""
+    ifidx = ifindex() if ifidx is None else ifidx
+    attrs = nla_u32(2, ifidx) + nla_u32(3, QUEUE_TYPE_RX) + nla_u32(1, q)
+    with Genl("netdev") as g:
+        return g.do(NETDEV_CMD_QUEUE_GET, attrs, names=QUEUE_ATTRS)[0]
+
+
+def bound_queues(ifname=IFNAME):
+    return sorted(q for q, a in queues(ifname).items() if "io-uring" in a)
+
+
+def page_pools(ifidx=None):
+    """netdev page-pool-get dump, the pools of ifidx (all if None)."""
+    with Genl("netdev") as g:
+        pools = g.do(NETDEV_CMD_PAGE_POOL_GET, dump=True, names=PP_ATTRS)
+    return [p for p in pools if ifidx is None or p.get("ifindex") == ifidx]
+
+
+def io_uring_pools(ifidx=None):
+    return [p for p in page_pools(ifidx) if "io-uring" in p]
+
+
+def qstats(scope_queue=True, ifname=IFNAME):
+    """netdev qstats-get: {queue id: counters} (scope queue) or the device's counters."""
+    attrs = nla_u32(1, ifindex(ifname))
+    if scope_queue:
+        attrs += nla_u32(4, QSTATS_SCOPE_QUEUE)
+    with Genl("netdev") as g:
+        ans = g.do(NETDEV_CMD_QSTATS_GET, attrs, dump=True, names=QSTATS_ATTRS)
+    if not scope_queue:
+        return ans[0]
+    return {a["queue-id"]: a for a in ans if a.get("queue-type") == QUEUE_TYPE_RX}
+
+
+def _ethtool_header(ifidx):
+    return nla_nest(1, nla_u32(ETHTOOL_A_HEADER_DEV_INDEX, ifidx))
+
+
+def rings_get(ifname=IFNAME):
+    with Genl("ethtool") as g:
+        return g.do(ETHTOOL_MSG_RINGS_GET, _ethtool_header(ifindex(ifname)), names=RINGS_ATTRS)[0]
+
+
+def rings_set(rx=None, split=None, hds_thresh=None, ifname=IFNAME):
+    """ethtool rings-set over netlink; returns 0 or the errno (message in LAST_EXTACK)."""
+    attrs = _ethtool_header(ifindex(ifname))
+    if rx is not None:
+        attrs += nla_u32(RINGS_RX, rx)
+    if split is not None:
+        attrs += nla_u8(RINGS_TCP_DATA_SPLIT, TCP_DATA_SPLIT[split])
+    if hds_thresh is not None:
+        attrs += nla_u32(RINGS_HDS_THRESH, hds_thresh)
+    return _nl_errno(lambda g: g.do(ETHTOOL_MSG_RINGS_SET, attrs))
+
+
+def channels_set(combined, ifname=IFNAME):
+    attrs = _ethtool_header(ifindex(ifname)) + nla_u32(CHANNELS_COMBINED_COUNT, combined)
+    return _nl_errno(lambda g: g.do(ETHTOOL_MSG_CHANNELS_SET, attrs))
+
+
+LAST_EXTACK = [""]
+
+
+def _nl_errno(fn):
+    with Genl("ethtool") as g:
+        try:
+            fn(g)
+            LAST_EXTACK[0] = ""
+            return 0
+        except NetlinkError as e:
+            LAST_EXTACK[0] = str(e)
+            return e.errno
+
+
+def xdp_set(fd, flags=0, ifname=IFNAME):
+    """RTM_SETLINK IFLA_XDP {fd, flags}; fd -1 detaches. Returns 0 or the errno."""
+    ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), 0, 0)
+    attrs = nla_nest(IFLA_XDP, nla_s32(IFLA_XDP_FD, fd), nla_u32(IFLA_XDP_FLAGS, flags))
+    with Netlink(NETLINK_ROUTE) as nl:
+        try:
+            nl.request(RTM_SETLINK, ifinfo + attrs)
+            LAST_EXTACK[0] = ""
+            return 0
+        except NetlinkError as e:
+            LAST_EXTACK[0] = str(e)
+            return e.errno
+
+
+# ---------------------------------------------------------------------------------------
+# bpf(): an XDP_PASS program without clang
+
+NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
+XDP_PASS_INSNS = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 2; exit
+
+
+def xdp_pass_prog(frags=True):
+    """Load `return XDP_PASS`; frags: BPF_F_XDP_HAS_FRAGS (multi-buffer aware). Returns the fd."""
+    insns = ctypes.create_string_buffer(XDP_PASS_INSNS)
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("=IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    struct.pack_into("=I", attr, 44, BPF_F_XDP_HAS_FRAGS if frags else 0)  # prog_flags
+    attr[48:56] = b"zc_pass\0"  # prog_name
+    for _ in range(5):  # EAGAIN: a signal interrupted the verifier; libbpf retries too
+        fd = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(BPF_PROG_LOAD), attr, ctypes.c_long(128))
+        if fd >= 0:
+            return fd
+        e = ctypes.get_errno()
+        if e != errno.EAGAIN:
+            break
+    raise OSError(e, f"BPF_PROG_LOAD: {os.strerror(e)}")
+
+
+# ---------------------------------------------------------------------------------------
+# the environment
+
+
+def _ensure_topology(module):
+    if not os.path.exists("/sys/module/zcnic"):
+        sh(f"insmod {module}")
+    if not os.path.exists(f"/run/netns/{NETNS}"):
+        sh(f"ip netns add {NETNS}")
+    if not link_exists(LOWER):
+        sh(f"ip link del {LOWER}", check=False)
+        sh(f"ip -n {NETNS} link del {PEER}", check=False)
+        sh(f"ip link add {LOWER} type veth peer name {PEER} netns {NETNS}")
+    if link_exists(IFNAME) and not os.path.exists(f"/sys/class/net/{IFNAME}/lower_{LOWER}"):
+        sh(f"ip link del {IFNAME}")  # another test's zc0 (e.g. on eth1)
+    if not link_exists(IFNAME):
+        sh(f"ip link add {IFNAME} link {LOWER} type zcnic")
+    sh(f"ip link set {LOWER} up && ip link set {IFNAME} up")
+    sh(f"ip -n {NETNS} link set lo up && ip -n {NETNS} link set {PEER} up")
+    have = sh(f"ip -o addr show dev {IFNAME}").stdout
+    peer_have = sh(f"ip -n {NETNS} -o addr show dev {PEER}").stdout
+    for local, remote, plen in ADDR.values():
+        if f" {local}/" not in have:
+            sh(f"ip addr add {local}/{plen} dev {IFNAME} nodad")
+        if f" {remote}/" not in peer_have:
+            sh(f"ip -n {NETNS} addr add {remote}/{plen} dev {PEER} nodad")
+
+
+def _reset_config():
+    """Back to zcnic's defaults: knobs off, no XDP, the lower device's MTU, no ntuple rules,
+    no RSS contexts, default RSS, 4 queues, ring 256, header split on with hds-thresh 0."""
+    for k in KNOBS if os.path.isdir(DEBUGFS) else ():
+        knob(k, 0)
+    xdp_set(-1, XDP_FLAGS_SKB_MODE)
+    with open(f"/sys/class/net/{LOWER}/mtu") as f:
+        sh(f"ip link set {IFNAME} mtu {f.read().strip()} up")
+    for line in sh(f"ethtool -n {IFNAME}").stdout.splitlines():
+        if line.startswith("Filter:"):
+            sh(f"ethtool -N {IFNAME} delete {line.split()[1]}")
+    for c in range(1, 8):
+        sh(f"ethtool -X {IFNAME} context {c} delete", check=False)
+    sh(f"ethtool -X {IFNAME} default")
+    r = rings_get()
+    if r.get("rx") != DEF_RING:
+        rings_set(rx=DEF_RING)
+    sh(f"ethtool -L {IFNAME} combined {DEF_QUEUES}", check=False)
+    err = rings_set(split="on", hds_thresh=0)
+    if err:
+        raise RuntimeError(f"header split on {IFNAME}: {LAST_EXTACK[0]}")
+
+
+def wait_unbound(timeout=20.0, ifname=IFNAME):
+    """io_uring tears an ifq down from a workqueue after its ring closes: wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        b = bound_queues(ifname) if link_exists(ifname) else []
+        if not b or time.monotonic() > deadline:
+            return b
+        time.sleep(0.1)
+
+
+def missing():
+    """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
+    if not os.path.exists("/proc/self/ns/net"):
+        return "no network namespaces (CONFIG_NET_NS)"
+    if sh("modprobe veth", check=False).returncode and not os.path.exists("/sys/module/veth"):
+        return "no veth (CONFIG_VETH)"
+    if not os.path.exists("/proc/sys/net/ipv6"):
+        return "no IPv6 (CONFIG_IPV6)"
+    with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
+        try:
+            ring.register_zcrx(rq_entries=8, area_len=PAGE_SIZE)
+        except OSError as e:
+            err = errno.errorcode.get(e.errno)
+            return f"IORING_REGISTER_ZCRX_IFQ fails with {err} (CONFIG_IO_URING_ZCRX?)"
+    return None
+
+
+def ensure_env(module, reset=True):
+    """Idempotent: the topology exists, no queue is bound, zc0 is in its default config."""
+    t0 = time.monotonic()
+    why = missing()
+    if why:
+        return {"skip": why}
+    _ensure_topology(module)
+    left = wait_unbound()
+    if reset:
+        _reset_config()
+    return {
+        "ifindex": ifindex(),
+        "lower_ifindex": ifindex(LOWER),
+        "release": os.uname().release,
+        "bound_left": left,
+        "pins": pinned_pages(),
+        "ethtool": sh("ethtool --version").stdout.strip(),
+        "secs": round(time.monotonic() - t0, 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# traffic: a sender in the remote netns, a zcrx receiver here
+
+
+class Peer:
+    """A TCP sender in netns `remote`: a forked child that connects and sends when start()ed,
+    then waits for the receiver to close. It never touches the parent's io_uring."""
+
+    def __init__(self, family, port, size, seed=1, chunk=1 << 16, endless=False):
+        self.size, self.seed = size, seed
+        go_r, self.go_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # child
+            os.close(self.go_w)
+            os.close(self.res_r)
+            try:
+                res = _peer_main(family, port, size, seed, chunk, endless, go_r)
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                res = {"error": repr(e)}
+            os.write(res_w, json.dumps(res).encode())
+            os._exit(0)
+        os.close(go_r)
+        os.close(res_w)
+        self.data = None if endless else pattern(size, seed)
+
+    def start(self):
+        os.write(self.go_w, b"g")
+
+    def result(self, timeout=60.0):
+        chunks, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not select.select([self.res_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                break
+            b = os.read(self.res_r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+        if not chunks:
+            self.kill()
+            return {"error": "peer gave no result"}
+        self._reap()
+        return json.loads(b"".join(chunks))
+
+    def kill(self):
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            self._reap()
+
+    def _reap(self):
+        if self.pid:
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+            os.close(self.res_r)
+            os.close(self.go_w)
+
+
+def _peer_main(family, port, size, seed, chunk, endless, go_r):
+    with open(f"/run/netns/{NETNS}") as f:
+        os.setns(f.fileno(), os.CLONE_NEWNET)
+    if not os.read(go_r, 1):
+        return {"error": "not started"}
+    data = pattern(1 << 16 if endless else size, seed)
+    s = socket.socket(FAMILY[family], socket.SOCK_STREAM)
+    s.settimeout(120)
+    s.connect((ADDR[family][0], port))
+    sent, t0 = 0, time.monotonic()
+    try:
+        if endless:
+            while True:
+                sent += s.send(data)
+        mv = memoryview(data)
+        while sent < size:
+            sent += s.send(mv[sent : sent + chunk])
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):  # until the receiver closes
+            pass
+    except OSError as e:
+        return {"sent": sent, "errno": e.errno, "secs": round(time.monotonic() - t0, 2)}
+    finally:
+        s.close()
+    return {"sent": sent, "errno": 0, "secs": round(time.monotonic() - t0, 2)}
+
+
+def listener(family, port=0):
+    lst = socket.socket(FAMILY[family], socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((ADDR[family][0], port))
+    lst.listen(4)
+    return lst
+
+
+def accept(lst, peer, timeout=60.0):
+    """The peer's connection; a peer that never connects fails the scenario with its report."""
+    lst.settimeout(timeout)
+    try:
+        conn, _ = lst.accept()
+    except TimeoutError:
+        raise RuntimeError(f"the sender never connected: {peer.result(5)}") from None
+    conn.setblocking(True)
+    return conn
+
+
+def ntuple(family, port, queue):
+    """ethtool -N: TCP to local port -> queue; returns the rule id."""
+    out = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} action {queue}").stdout
+    return int(out.split()[-1]) if "rule with ID" in out else None
+
+
+def rss_weights(weights):
+    sh(f"ethtool -X {IFNAME} weight {' '.join(map(str, weights))}")
+
+
+class Rx:
+    """A ring with a zcrx on zc0's queue (or NODEV when queue is None)."""
+
+    def __init__(self, queue, area_pages=1024, rq_entries=1024, event_mask=0, cq_entries=4096, **kw):
+        self.ring = Ring(64, cq_entries=cq_entries)
+        self.args = ZcrxArgs(
+            rq_entries=rq_entries,
+            area_len=area_pages * PAGE_SIZE,
+            nodev=queue is None,
+            if_idx=0 if queue is None else ifindex(),
+            if_rxq=queue or 0,
+            event_mask=event_mask,
+            event_user_data=EV_UD,
+            **kw,
+        )
+        try:
+            self.z = self.ring.register_zcrx(self.args)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self):
+        if self.ring:
+            self.ring.close()
+            self.ring = None
+        self.args.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def register_errno(queue, ifidx=None, **kw):
+    """Register a zcrx on (ifidx, queue), close it again; 0 or the errno."""
+    ring = Ring(8)
+    args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False,
+                    if_idx=ifindex() if ifidx is None else ifidx, if_rxq=queue, **kw)  # fmt: skip
+    try:
+        ring.register_zcrx(args)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        ring.close()
+        args.close()
+
+
+class Stream:
+    """Received bytes and CQEs of one RECV_ZC stream."""
+
+    def __init__(self):
+        self.data, self.cqes, self.final, self.events, self.rearms = bytearray(), 0, None, [], []
+        self.held = []
+
+
+def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
+    """Collect CQEs of RECV_ZC request ud into st until its final CQE, `until` bytes, `idle`
+    seconds without data, or timeout. Returns the (possibly re-armed) request's user_data."""
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        got = rx.ring.wait_cqes(1, timeout=0.5)
+        batch = []
+        for c in got:
+            if c.user_data == EV_UD:
+                st.events.append(c.res)
+            elif c.user_data != ud:
+                continue
+            elif c.more:
+                st.data += rx.z.read(c.zc_off, c.res)
+                st.cqes += 1
+                batch.append(c)
+            elif c.res in (-errno.ENOMEM, -errno.ENOSPC):  # multishot ended for space: re-arm
+                st.rearms.append(c.res)
+                ud = rx.ring.submit_recv_zc(fd, rx.z.id)
+            else:
+                st.final = c.res
+        if batch:
+            last = time.monotonic()
+            if refill:
+                give_back(rx.z, batch)
+            else:
+                st.held += batch
+        if st.final is not None:
+            break
+        if until is not None and len(st.data) >= until:
+            break
+        if idle is not None and time.monotonic() - last > idle:
+            break
+    return ud
+
+
+def _summary(st, peer_data, rx):
+    got = bytes(st.data)
+    return {
+        "bytes": len(got),
+        "sent": len(peer_data),
+        "match": got == peer_data,
+        "sha_got": sha256(got)[:16],
+        "sha_sent": sha256(peer_data)[:16],
+        "final": st.final,
+        "cqes": st.cqes,
+        "events": st.events,
+        "rearms": st.rearms,
+        "stats": rx.z.stats(),
+    }
+
+
+def _port(seed):
+    return 20000 + (os.getpid() * 7 + seed) % 20000
+
+
+def transfer(family="ipv4", bind=1, steer=1, size=1 << 20, rss=None, area_pages=1024, event_mask=0,
+             knobs=None, probe=False):  # fmt: skip
+    """Bind a zcrx to queue `bind`, steer one TCP flow to queue `steer` (ntuple, or RSS weights),
+    receive `size` bytes with RECV_ZC. Observations: payload, zcrx stats, per-queue counters
+    (ethtool -S deltas), netlink queue/page-pool state while bound, pins."""
+    pins0 = pinned_pages()
+    port = _port(size & 0xFFFF)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {"port": port}
+    try:
+        if rss is not None:
+            rss_weights(rss)
+        else:
+            out["rule"] = ntuple(family, port, steer)
+        for k, v in (knobs or {}).items():
+            knob(k, v)
+        with Rx(bind, area_pages=area_pages, event_mask=event_mask) as rx:
+            s0 = ethtool_stats()  # after the bind: it restarts the queue, which resets its counters
+            qs0 = qstats() if probe else None
+            if probe:
+                out["queue_get"] = queue_get(bind)
+                out["bound"] = bound_queues()
+                out["pools"] = [_pp(p) for p in io_uring_pools(ifindex())]
+                out["pins_bound"] = pinned_pages() - pins0
+            peer.start()
+            conn = accept(lst, peer)
+            st = Stream()
+            t0 = time.monotonic()
+            ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+            pump(rx, conn.fileno(), st, ud, timeout=120)
+            out["secs"] = round(time.monotonic() - t0, 2)
+            conn.close()
+            out.update(_summary(st, peer.data, rx))
+            s1 = ethtool_stats()
+            out["qdelta"] = _qdelta(s0, s1)
+            if probe:  # per-queue growth during the transfer
+                out["qstats"] = {q: _grown(qs0.get(q, {}), a) for q, a in qstats().items()}
+        out["peer"] = peer.result()
+    finally:
+        peer.kill()
+        lst.close()
+        for k in knobs or {}:
+            knob(k, 0)
+        if out.get("rule") is not None:
+            sh(f"ethtool -N {IFNAME} delete {out['rule']}", check=False)
+        if rss is not None:
+            sh(f"ethtool -X {IFNAME} default", check=False)
+    out["bound_after"] = wait_unbound()
+    out["pins_after"] = wait_pins(pins0)[0] - pins0
+    out["pools_after"] = wait_no_pools()
+    return out
+
+
+def wait_no_pools(timeout=15.0):
+    """zc0's io_uring page pools left once the ring is gone (a pool with buffers in flight
+    outlives its queue until they come back)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = len(io_uring_pools(ifindex()))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
+
+
+def _qdelta(s0, s1):
+    """Per-queue counter growth between two `ethtool -S` snapshots (counters reset on restart)."""
+    out = {}
+    for q in range(16):
+        if f"rx{q}_packets" not in s1:
+            continue
+        d = {f: qstat(s1, q, f) - qstat(s0, q, f) for f in QFIELDS}
+        d["unreadable"] = qstat(s1, q, "unreadable")
+        d["posted"] = qstat(s1, q, "posted")
+        d["ring_size"] = qstat(s1, q, "ring_size")
+        out[str(q)] = d
+    return out
+
+
+def _grown(before, after):
+    return {k: v - before.get(k, 0) for k, v in after.items() if k.startswith("rx-")}
+
+
+def _pp(p):
+    return {k: (v if isinstance(v, (int, dict)) else v.hex()) for k, v in p.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# registration on a real queue: netdev-side validation
+
+
+def _case_split_off():
+    assert rings_set(split="off") == 0, LAST_EXTACK[0]
+    try:
+        return register_errno(1)
+    finally:
+        rings_set(split="on")
+
+
+def _case_hds_thresh():
+    assert rings_set(hds_thresh=512) == 0, LAST_EXTACK[0]
+    try:
+        return register_errno(1)
+    finally:
+        rings_set(hds_thresh=0)
+
+
+def _case_xdp(frags=True, mode=XDP_FLAGS_SKB_MODE):
+    fd = xdp_pass_prog(frags)
+    try:
+        err = xdp_set(fd, mode)
+        if err:
+            return {"attach": err, "extack": LAST_EXTACK[0]}
+        try:
+            return {"attach": 0, "register": register_errno(1)}
+        finally:
+            xdp_set(-1, mode)
+    finally:
+        os.close(fd)
+
+
+def _case_already_bound(same_ring):
+    with Rx(1, area_pages=64, rq_entries=64) as rx:
+        if not same_ring:
+            return register_errno(1)
+        args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False, if_idx=ifindex(), if_rxq=1)
+        try:
+            rx.ring.register_zcrx(args)
+            return 0
+        except OSError as e:
+            return e.errno
+        finally:
+            args.close()
+
+
+def _case_down():
+    """Bind while zc0 is down, then bring it up: the queue comes up with the provider."""
+    sh(f"ip link set {IFNAME} down")
+    try:
+        with Rx(1, area_pages=512) as rx:
+            sh(f"ip link set {IFNAME} up")
+            return {"errno": 0, "bound": bound_queues(), "stats": ethtool_stats(), "zcrx_id": rx.z.id}
+    except OSError as e:
+        return {"errno": e.errno}
+    finally:
+        sh(f"ip link set {IFNAME} up")
+
+
+REG_CASES = {
+    "ok": lambda: register_errno(1),
+    "last_queue": lambda: register_errno(DEF_QUEUES - 1),
+    "queue_out_of_range": lambda: register_errno(DEF_QUEUES),
+    "queue_max_plus1": lambda: register_errno(16),
+    "bad_ifindex": lambda: register_errno(0, ifidx=0x7FFFFFF0),
+    "lower_veth": lambda: register_errno(0, ifidx=ifindex(LOWER)),
+    "rx_buf_len_8k": lambda: register_errno(1, rx_buf_len=2 * PAGE_SIZE),
+    "rx_buf_len_page": lambda: register_errno(1, rx_buf_len=PAGE_SIZE),
+    "split_off": _case_split_off,
+    "hds_thresh_512": _case_hds_thresh,
+    "xdp_generic": _case_xdp,
+    "xdp_generic_single_buffer": lambda: _case_xdp(frags=False),
+    "xdp_native": lambda: _case_xdp(mode=XDP_FLAGS_DRV_MODE),
+    "already_bound_other_ring": lambda: _case_already_bound(False),
+    "already_bound_same_ring": lambda: _case_already_bound(True),
+    "while_down": _case_down,
+}
+
+
+def reg_cases(names=None):
+    out = {}
+    for n in names or REG_CASES:
+        out[n] = REG_CASES[n]()
+        out[n + "_bound_after"] = wait_unbound()
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# device changes while a queue is bound
+
+
+def _op_channels(n):
+    return lambda: {"errno": channels_set(n), "extack": LAST_EXTACK[0]}
+
+
+def _op_rings(**kw):
+    return lambda: {"errno": rings_set(**kw), "extack": LAST_EXTACK[0]}
+
+
+def _op_xdp(frags=True):
+    def op():
+        fd = xdp_pass_prog(frags)
+        try:
+            e = xdp_set(fd, XDP_FLAGS_SKB_MODE)
+            ext = LAST_EXTACK[0]
+            if e == 0:
+                xdp_set(-1, XDP_FLAGS_SKB_MODE)
+            return {"errno": e, "extack": ext}
+        finally:
+            os.close(fd)
+
+    return op
+
+
+def _op_sh(cmd):
+    def op():
+        p = sh(cmd, check=False)
+        return {"errno": p.returncode, "extack": p.stderr.strip()}
+
+    return op
+
+
+BOUND_OPS = {
+    "channels_below_bound": _op_channels(1),
+    "channels_to_bound_plus_1": _op_channels(2),
+    "channels_grow": _op_channels(6),
+    "channels_shrink_keep_bound": _op_channels(3),
+    "split_off": _op_rings(split="off"),
+    "hds_thresh_512": _op_rings(hds_thresh=512),
+    "xdp_generic": _op_xdp(),
+    "ring_rx_128": _op_rings(rx=128),
+    "ring_rx_1024": _op_rings(rx=1024),
+    "down_up": _op_sh(f"ip link set {IFNAME} down && ip link set {IFNAME} up"),
+    "mtu_1400": _op_sh(f"ip link set {IFNAME} mtu 1400"),
+}
+
+
+def while_bound(op, family="ipv4", size=1 << 20, bind=1):
+    """Bind queue `bind`, apply op, then move `size` bytes over a flow steered to it."""
+    pins0 = pinned_pages()
+    port = _port(size & 0xFFFF)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {}
+    try:
+        with Rx(bind, area_pages=2048, rq_entries=2048) as rx:
+            out["op"] = BOUND_OPS[op]()  # before the ntuple rule: -L checks rules first
+            rule = ntuple(family, port, bind)
+            out["bound_after_op"] = bound_queues()
+            out["queue_get"] = queue_get(bind)
+            out["pools"] = len(io_uring_pools(ifindex()))
+            out["rings"] = {k: v for k, v in rings_get().items() if isinstance(v, int)}
+            out["channels"] = len(queues())
+            peer.start()
+            conn = accept(lst, peer)
+            st = Stream()
+            ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+            pump(rx, conn.fileno(), st, ud, timeout=120)
+            conn.close()
+            out.update(_summary(st, peer.data, rx))
+        out["peer"] = peer.result()
+        sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
+    finally:
+        peer.kill()
+        lst.close()
+    out["bound_after"] = wait_unbound()
+    out["pins_after"] = wait_pins(pins0)[0] - pins0
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# fault injection (debugfs knobs of zcnic)
+
+
+def fault_register(name, value=1, queue=1):
+    """Arm a queue-API knob, register (must fail), then register again and move data."""
+    knob(name, value)
+    try:
+        out = {"errno": register_errno(queue), "knob_after": knob(name)}
+    finally:
+        knob(name, 0)
+    out["bound_after_fail"] = wait_unbound(timeout=5)
+    out["pools_after_fail"] = len(io_uring_pools(ifindex()))
+    st = ethtool_stats()
+    out["posted_after_fail"] = qstat(st, queue, "posted")
+    out["unreadable_after_fail"] = qstat(st, queue, "unreadable")
+    out["again"] = transfer(bind=queue, steer=queue)
+    return out
+
+
+def fault_link_up(name):
+    """Arm a knob, `ip link set zc0 up` from down (ndo_open must fail), then up again."""
+    sh(f"ip link set {IFNAME} down")
+    knob(name, 1)
+    try:
+        p = sh(f"ip link set {IFNAME} up", check=False)
+        out = {"rc": p.returncode, "stderr": p.stderr.strip(), "knob_after": knob(name)}
+        with open(f"/sys/class/net/{IFNAME}/flags") as f:
+            out["up_after_fail"] = bool(int(f.read(), 16) & 1)
+    finally:
+        knob(name, 0)
+    out["rc_again"] = sh(f"ip link set {IFNAME} up", check=False).returncode
+    out["again"] = transfer(bind=1, steer=1, size=256 << 10)
+    return out
+
+
+def fault_datapath(name, value, bind=1, steer=1, size=1 << 20, family="ipv4"):
+    """A knob armed for the whole transfer (rx_drop, fail_pp_alloc) with ALLOC_FAIL armed."""
+    q0 = qstats(False)
+    out = transfer(family=family, bind=bind, steer=steer, size=size, knobs={name: value},
+                   event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)  # fmt: skip
+    q1 = qstats(False)
+    out["dev_qstats_delta"] = {k: q1.get(k, 0) - q0.get(k, 0) for k in q1 if k.startswith("rx-")}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the refill ring runs dry: buffers held by the user
+
+
+def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, queue=1):
+    """Hold every buffer: the NIC runs out of posted buffers and drops (no_buf_drops), the
+    io_uring provider fails allocations (ZCRX_EVENT_ALLOC_FAIL, armed at registration).
+    Then return them all: TCP retransmits and the stream completes intact."""
+    pins0 = pinned_pages()
+    assert rings_set(rx=ring) == 0, LAST_EXTACK[0]
+    port = _port(size & 0xFFFF)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {}
+    try:
+        rule = ntuple(family, port, queue)
+        with Rx(queue, area_pages=area_pages, rq_entries=256, event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL) as rx:
+            z = rx.z
+            out["arm_before_fired"] = _errno(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
+            s0, d0 = ethtool_stats(), qstats()[queue]
+            peer.start()
+            conn = accept(lst, peer)
+            fd = conn.fileno()
+            st = Stream()
+            ud = rx.ring.submit_recv_zc(fd, z.id)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # hold everything until the NIC drops
+                ud = pump(rx, fd, st, ud, refill=False, idle=idle, timeout=10)
+                s1 = ethtool_stats()
+                if qstat(s1, queue, "no_buf_drops") > qstat(s0, queue, "no_buf_drops") and st.events:
+                    break
+            s1, d1 = ethtool_stats(), qstats()[queue]
+            out["held_bytes"] = len(st.data)
+            out["held_buffers"] = len(st.held)
+            out["events_while_dry"] = list(st.events)
+            out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS}
+            out["dry"]["posted"] = qstat(s1, queue, "posted")
+            out["dry_qstats"] = {k: d1[k] - d0.get(k, 0) for k in ("rx-hw-drops", "rx-alloc-fail")}
+            out["arm_after_fired"] = _errno(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
+            give_back(z, st.held)
+            st.held = []
+            t0 = time.monotonic()
+            pump(rx, fd, st, ud, timeout=120)
+            out["recovery_secs"] = round(time.monotonic() - t0, 2)
+            conn.close()
+            out.update(_summary(st, peer.data, rx))
+        out["peer"] = peer.result()
+        sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
+    finally:
+        peer.kill()
+        lst.close()
+        rings_set(rx=DEF_RING)
+    out["bound_after"] = wait_unbound()
+    out["pins_after"] = wait_pins(pins0)[0] - pins0
+    return out
+
+
+def _errno(fn, *a, **kw):
+    try:
+        fn(*a, **kw)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+# ---------------------------------------------------------------------------------------
+# a socket whose data lands on a queue bound to another ifq
+
+
+def foreign_ifq(family="ipv4", size=256 << 10):
+    """zcrx A on queue 1, zcrx B on queue 2 (same ring); the flow goes to queue 2 but
+    RECV_ZC names A: its net_iovs belong to B's pool, so A must refuse (EFAULT)."""
+    port = _port(size & 0xFFFF)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {}
+    try:
+        rule = ntuple(family, port, 2)
+        with Rx(1, area_pages=512) as rx:
+            args_b = ZcrxArgs(
+                rq_entries=1024, area_len=512 * PAGE_SIZE, nodev=False, if_idx=ifindex(), if_rxq=2
+            )
+            zb = rx.ring.register_zcrx(args_b)
+            out["bound"] = bound_queues()
+            peer.start()
+            conn = accept(lst, peer)
+            fd = conn.fileno()
+            st = Stream()
+            ud = rx.ring.submit_recv_zc(fd, rx.z.id)
+            pump(rx, fd, st, ud, timeout=10, idle=3)
+            out["wrong_ifq"] = {"final": st.final, "bytes": len(st.data), "stats": rx.z.stats()}
+            # the right ifq takes the same socket's data, zero copy
+            rx_b = _View(rx.ring, zb)
+            st_b = Stream()
+            ud = rx.ring.submit_recv_zc(fd, zb.id)
+            pump(rx_b, fd, st_b, ud, timeout=60)
+            conn.close()
+            out["right_ifq"] = _summary(st_b, peer.data, rx_b)
+            args_b.close()
+        out["peer"] = peer.result()
+        sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
+    finally:
+        peer.kill()
+        lst.close()
+    out["bound_after"] = wait_unbound()
+    return out
+
+
+class _View:
+    def __init__(self, ring, z):
+        self.ring, self.z = ring, z
+
+
+# ---------------------------------------------------------------------------------------
+# removal: link delete / module unload while a zcrx is bound and data flows
+
+
+def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
+    """An endless sender steered to `queue` (bound by a zcrx when `bound`); the receiver has
+    some data (and holds its buffers when `hold`); then `what` removes the device."""
+    pins0 = pinned_pages()
+    port = _port(0x7E)
+    lst = listener(family, port)
+    peer = Peer(family, port, 0, seed=port, endless=True)
+    out = {"ifindex": ifindex()}
+    rx = conn = None
+    try:
+        ntuple(family, port, queue)
+        if bound:
+            rx = Rx(queue, area_pages=1024, event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)
+            out["pins_bound"] = pinned_pages() - pins0
+        peer.start()
+        conn = accept(lst, peer)
+        fd = conn.fileno()
+        st = Stream()
+        if bound:
+            ud = rx.ring.submit_recv_zc(fd, rx.z.id)
+            pump(rx, fd, st, ud, refill=not hold, until=512 << 10, timeout=30)
+            out["received_before"] = len(st.data)
+            out["held"] = len(st.held)
+        else:
+            conn.settimeout(30)
+            got = 0
+            while got < 512 << 10:
+                got += len(conn.recv(1 << 16))
+            out["received_before"] = got
+        cmd = {
+            "link_del": f"ip link del {IFNAME}",
+            "lower_del": f"ip link del {LOWER}",
+            "rmmod": "rmmod zcnic",
+        }[what]
+        t0 = time.monotonic()
+        p = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+        out["cmd"] = {"rc": p.returncode, "stderr": p.stderr.strip(), "secs": round(time.monotonic() - t0, 2)}
+        out["link_gone"] = not link_exists(IFNAME)
+        out["module_loaded"] = os.path.exists("/sys/module/zcnic")
+        out["register_again"] = register_errno(queue, ifidx=out["ifindex"])
+        try:
+            queue_get(queue, out["ifindex"])
+            out["queue_get"] = 0
+        except NetlinkError as e:
+            out["queue_get"] = e.errno
+        if bound:
+            z = rx.z
+            more = Stream()
+            pump(rx, fd, more, ud, idle=1.0, timeout=5)
+            out["after"] = {"cqes": more.cqes, "final": more.final, "events": more.events}
+            out["add_area"] = _errno(z.add_area, 4 * PAGE_SIZE)
+            give_back(z, st.held, flush=False)
+            out["flush"] = _errno(z.flush)
+            out["stats"] = z.stats()
+            out["pools_left"] = [_pp(pp) for pp in io_uring_pools(out["ifindex"])]
+            rx.close()
+            rx = None
+        # abortive close: an orphaned FIN-WAIT socket would keep out-of-order skbs (and so
+        # net_iovs, the page pool, the ifq and its pinned area) until its FIN times out
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        conn = None
+    finally:
+        if rx:
+            rx.close()
+        if conn:
+            conn.close()
+        peer.kill()
+        lst.close()
+    out["pins_after"], out["pins_wait_s"] = wait_pins(pins0)
+    out["pins_after"] -= pins0
+    out["io_uring_pools_after"] = len(io_uring_pools())
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# ethtool on zc0: channels, rings, RSS, ntuple (plain sockets, no zcrx)
+
+
+def plain_transfer(family="ipv4", size=256 << 10, rule=None, rss=None, rss_ctx=None):
+    """A plain TCP transfer (recv()), steered by an ntuple rule (`rule`: queue or -1 to drop)
+    or RSS weights or a new RSS context; per-queue qstats deltas (netlink) and ethtool -S."""
+    port = _port(size & 0xFFFF)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {"port": port}
+    rid = ctx = None
+    try:
+        if rss is not None:
+            rss_weights(rss)
+        if rss_ctx is not None:  # {"start": S, "equal": N}
+            p = sh(f"ethtool -X {IFNAME} context new start {rss_ctx['start']} equal {rss_ctx['equal']}")
+            ctx = int(p.stdout.split()[-1])
+            out["rss_context"] = ctx
+            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} context {ctx}")
+            rid = int(p.stdout.split()[-1])
+        elif rule is not None:
+            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} action {rule}")
+            rid = int(p.stdout.split()[-1])
+            out["rule_listed"] = f"Filter: {rid}" in sh(f"ethtool -n {IFNAME}").stdout
+        q0, e0 = qstats(), ethtool_stats()
+        peer.start()
+        lst.settimeout(5 if rule == -1 else 60)
+        try:
+            conn, _ = lst.accept()
+        except TimeoutError:
+            conn = None
+        got = bytearray()
+        if conn:
+            conn.settimeout(60)
+            while True:
+                b = conn.recv(1 << 16)
+                if not b:
+                    break
+                got += b
+            conn.close()
+        q1, e1 = qstats(), ethtool_stats()
+        out["bytes"], out["match"] = len(got), bytes(got) == peer.data
+        out["connected"] = conn is not None
+        out["qpackets"] = {str(q): q1[q]["rx-packets"] - q0.get(q, {}).get("rx-packets", 0) for q in q1}
+        out["qhds"] = {str(q): qstat(e1, q, "hds_packets") - qstat(e0, q, "hds_packets") for q in q1}
+        out["qbytes"] = {str(q): q1[q]["rx-bytes"] - q0.get(q, {}).get("rx-bytes", 0) for q in q1}
+        out["steer_drops"] = e1["rx_steer_drops"] - e0["rx_steer_drops"]
+    finally:
+        peer.kill()
+        lst.close()
+        if rid is not None:
+            sh(f"ethtool -N {IFNAME} delete {rid}", check=False)
+        if ctx is not None:
+            sh(f"ethtool -X {IFNAME} context {ctx} delete", check=False)
+        if rss is not None:
+            sh(f"ethtool -X {IFNAME} default")
+    return out
+
+
+def indir_table():
+    """`ethtool -x zc0`: the 128-entry indirection table as a list."""
+    out = []
+    for line in sh(f"ethtool -x {IFNAME}").stdout.splitlines():
+        m = re.fullmatch(r"\s*\d+:((?:\s+\d+)+)\s*", line)
+        if m:
+            out += [int(x) for x in m.group(1).split()]
+    return out
+
+
+def channels_and_rings():
+    """-L / -G: accepted values change the queues (netlink queue-get, ethtool -S); limits."""
+    out = {}
+    for n in (1, 16, 17, 0, DEF_QUEUES):
+        e = channels_set(n)
+        st = ethtool_stats()
+        out[f"L{n}"] = {
+            "errno": e,
+            "queues": len(queues()),
+            "stats_queues": sum(1 for k in st if k.endswith("_ring_size")),
+            "indir_max": max(indir_table()),
+        }
+    for n in (8, 4096, 7, 4097, 64, DEF_RING):
+        e = rings_set(rx=n)
+        st = ethtool_stats()
+        time.sleep(0.2)  # NAPI posts the first buffers of a new queue
+        st = ethtool_stats()
+        out[f"G{n}"] = {
+            "errno": e,
+            "rx": rings_get()["rx"],
+            "ring_size": sorted({qstat(st, q, "ring_size") for q in range(DEF_QUEUES)}),
+            "posted": sorted({qstat(st, q, "posted") for q in range(DEF_QUEUES)}),
+        }
+    out["hds_max"] = rings_get().get("hds-thresh-max")
+    out["hds_1025"] = rings_set(hds_thresh=1025)
+    out["hds_1024"] = rings_set(hds_thresh=1024)
+    out["hds_now"] = rings_get().get("hds-thresh")
+    rings_set(hds_thresh=0)
+    return out

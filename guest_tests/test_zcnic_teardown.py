@@ -1,0 +1,34 @@
+"""Removing zcnic while it works: `ip link del zc0`, `ip link del veth0` (its lower device)
+and `rmmod zcnic` with an endless TCP flow, with and without a zcrx bound to the flow's
+queue (holding its buffers). No splat (the harness checks), the command does not hang on
+references, and the zcrx owner sees a detached ifq: the device is gone (ENODEV), adding an
+area fails (EFAULT), its pages are unpinned once the ring closes.
+"""
+
+import errno
+
+import pytest
+
+pytestmark = [pytest.mark.zcnic, pytest.mark.teardown]
+
+
+@pytest.mark.parametrize("what", ["link_del", "rmmod", "lower_del"])
+def test_remove_while_bound(nic, what):
+    res = nic.call("teardown", what=what, bound=True, hold=True, timeout=300)
+    assert res["received_before"] >= 512 << 10 and res["held"] > 0, res
+    assert res["cmd"]["rc"] == 0 and res["cmd"]["secs"] < 30, res["cmd"]
+    assert res["link_gone"] and res["module_loaded"] == (what != "rmmod")
+    assert res["register_again"] == errno.ENODEV and res["queue_get"] == errno.ENODEV
+    assert res["add_area"] == errno.EFAULT, "ADD_AREA on an ifq whose device is gone"
+    assert res["flush"] == 0, "returning buffers to a detached ifq still works"
+    assert res["stats"]["copy_count"] == 0
+    assert res["pools_left"] == []
+    assert res["pins_after"] == 0, f"pinned pages leaked after ring close: {res}"
+
+
+@pytest.mark.parametrize("what", ["link_del", "rmmod"])
+def test_remove_with_traffic(nic, what):
+    res = nic.call("teardown", what=what, bound=False, timeout=300)
+    assert res["received_before"] >= 512 << 10
+    assert res["cmd"]["rc"] == 0 and res["cmd"]["secs"] < 30, res["cmd"]
+    assert res["link_gone"] and res["register_again"] == errno.ENODEV

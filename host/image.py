@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,3 +229,36 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     tmp.rename(path)
     _log(f"built in {time.monotonic() - start:.0f} s: kernel {versions[-1]}")
     return _load(path)
+
+
+def build_in_image(image: GuestImage, files: dict[str, bytes], command: str, product: str,
+                   what: str, log: Path) -> bytes:  # fmt: skip
+    """Build with the image's own toolchain; return the bytes of PRODUCT.
+
+    FILES (path -> content, relative to /) are laid into a throwaway overlay
+    over the read-only image, COMMAND runs chrooted there with /proc mounted
+    (objtool needs it), in a private mount namespace so nothing stays mounted
+    whatever happens. A failure names WHAT and the first compiler error; the
+    whole output is kept in LOG.
+    """
+    with tempfile.TemporaryDirectory(prefix="zcrx-lab-build-") as tmp:
+        upper, work, merged = (Path(tmp) / d for d in ("upper", "work", "merged"))
+        for d in (upper, work, merged):
+            d.mkdir()
+        for name, data in files.items():
+            (upper / name).parent.mkdir(parents=True, exist_ok=True)
+            (upper / name).write_bytes(data)
+        script = (
+            f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
+            f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {_quote(command)}"
+        )
+        env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                              capture_output=True, text=True, env=env)  # fmt: skip
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{command}\n{proc.stdout}{proc.stderr}")
+        built = upper / product
+        if proc.returncode != 0 or not built.exists():
+            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
+            raise LabError(f"{what} does not build: {errors[0] if errors else 'see ' + str(log)}")
+        return built.read_bytes()

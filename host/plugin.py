@@ -299,4 +299,3 @@ def pytest_sessionfinish(session):
     lab = session.config.stash.get(_LAB_KEY, None)
     if lab:
         lab.close()
-

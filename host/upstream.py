@@ -20,7 +20,6 @@ on (in-tree mode: KSRC/tools/net/ynl, KSRC/Documentation/netlink/specs).
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from host.apt import PrivateApt, host_mirror
 from host.cache import cache_root
 from host.errors import LabError
+from host.image import build_in_image
 
 HW = "tools/testing/selftests/drivers/net/hw"
 TEST = f"{HW}/iou-zcrx.py"
@@ -160,37 +160,21 @@ def helper(kernel, image) -> Path:
     if not (image.root / "usr/include/liburing.h").exists():
         raise LabError(f"guest image {image.root.parent.name} has no liburing-dev: "
                        "rebuild it (host/image.py SID_PACKAGES)")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="zcrx-lab-iou-zcrx-") as tmp:
-        tmp = Path(tmp)
-        upper, work, merged = tmp / "upper", tmp / "work", tmp / "merged"
-        for d in (upper, work, merged):
-            d.mkdir()
-        src = upper / "src"
-        (src / HW).mkdir(parents=True)
-        (src / HELPER).write_bytes(source)
-        # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
-        # the image has gcc-14 without the `gcc` alternative.
-        compile_cmd = (f"cd /src/{HW} && gcc-14 -D_GNU_SOURCE= -I/src/tools/testing/selftests "
-                       "iou-zcrx.c -o iou-zcrx -luring")  # fmt: skip
-        script = (
-            f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
-            f" && mount -t proc proc {merged}/proc"
-            f" && exec chroot {merged} /bin/sh -ec '{compile_cmd}'"
-        )
-        env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
-                              capture_output=True, text=True, env=env)  # fmt: skip
-        built = src / HW / "iou-zcrx"
-        if proc.returncode != 0 or not built.exists():
-            log = out.parent / "build.log"
-            log.write_text(proc.stdout + proc.stderr)
-            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
-            raise LabError(f"upstream's iou-zcrx.c does not build in the guest image: "
-                           f"{errors[0] if errors else 'see ' + str(log)}")  # fmt: skip
-        (out.parent / "build.log").write_text(compile_cmd + "\n" + proc.stdout + proc.stderr)
-        tmp_out = out.with_name("iou-zcrx.tmp")
-        shutil.copy(built, tmp_out)
-        tmp_out.rename(out)
+    # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
+    # the image has gcc-14 without the `gcc` alternative.
+    binary = build_in_image(
+        image,
+        {f"src/{HELPER}": source},
+        f"cd /src/{HW} && gcc-14 -D_GNU_SOURCE= -I/src/tools/testing/selftests "
+        "iou-zcrx.c -o iou-zcrx -luring",
+        f"src/{HW}/iou-zcrx",
+        "upstream's iou-zcrx.c (in the guest image)",
+        out.parent / "build.log",
+    )
+    tmp_out = out.with_name("iou-zcrx.tmp")
+    tmp_out.write_bytes(binary)
+    tmp_out.chmod(0o755)
+    tmp_out.rename(out)
     return out
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from host.cache import cache_root
 from host.errors import LabError
+from host.image import build_in_image
 
 NIC = Path(__file__).resolve().parent.parent / "nic"
 
@@ -40,39 +41,28 @@ def build(kernel, image) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="zcrx-lab-zcnic-") as tmp:
-        tmp = Path(tmp)
-        if kernel.tree:
-            src = tmp / "nic"
-            src.mkdir()
+    log = out.parent / "build.log"
+    if kernel.tree:
+        with tempfile.TemporaryDirectory(prefix="zcrx-lab-zcnic-") as tmp:
             for name, data in _sources().items():
-                (src / name).write_bytes(data)
-            cmd = ["make", "-C", str(kernel.tree), f"M={src}", "modules"]
-            built = src / "zcnic.ko"
-        else:
-            cmd, built = _chroot_build(tmp, kernel, image)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0 or not built.exists():
-            log = out.parent / "build.log"
+                (Path(tmp) / name).write_bytes(data)
+            proc = subprocess.run(["make", "-C", str(kernel.tree), f"M={tmp}", "modules"],
+                                  capture_output=True, text=True)  # fmt: skip
             log.write_text(proc.stdout + proc.stderr)
-            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
-            raise LabError(f"zcnic does not build for {kernel.describe()}: "
-                           f"{errors[0] if errors else 'see ' + str(log)}")  # fmt: skip
-        shutil.copy(built, out)
-    return out
-
-
-def _chroot_build(tmp: Path, kernel, image) -> tuple[list[str], Path]:
-    upper, work, merged = tmp / "upper", tmp / "work", tmp / "merged"
-    for d in (upper, work, merged):
-        d.mkdir()
-    src = upper / "nic"
-    src.mkdir()
-    for name, data in _sources().items():
-        (src / name).write_bytes(data)
-    script = (
-        f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
-        f" && mount -t proc proc {merged}/proc"  # objtool reads /proc
-        f" && chroot {merged} make -C /lib/modules/{kernel.release}/build M=/nic modules"
+            built = Path(tmp) / "zcnic.ko"
+            if proc.returncode != 0 or not built.exists():
+                errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
+                raise LabError(f"zcnic does not build for {kernel.describe()}: "
+                               f"{errors[0] if errors else 'see ' + str(log)}")  # fmt: skip
+            shutil.copy(built, out)
+        return out
+    ko = build_in_image(
+        image,
+        {f"nic/{name}": data for name, data in _sources().items()},
+        f"make -C /lib/modules/{kernel.release}/build M=/nic modules",
+        "nic/zcnic.ko",
+        f"zcnic for {kernel.describe()}",
+        log,
     )
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script], src / "zcnic.ko"
+    out.write_bytes(ko)
+    return out

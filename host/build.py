@@ -99,7 +99,9 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     jobs = jobs or (os.cpu_count() or 1) + 1
     first = "; the first build takes about 15 minutes on 2 cores" if not (out / "vmlinux").exists() else ""
     _log(f"building {src.name} (-j{jobs}){first}")
-    _check(make + [f"-j{jobs}", "bzImage", "modules_prepare"], stream=True)
+    # `modules` also writes Module.symvers, without which out-of-tree
+    # modules (zcnic) do not link.
+    _check(make + [f"-j{jobs}", "bzImage", "modules"], stream=True)
     _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s")
     return out
 

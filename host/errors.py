@@ -3,3 +3,13 @@
 
 class LabError(Exception):
     """A user-facing failure: printed as one line, exit status non-zero."""
+
+
+def first_error(output: str) -> str | None:
+    """The first compiler/linker error line of a build's output, if any."""
+    import re
+
+    for line in output.splitlines():
+        if re.search(r"\b(error|ERROR):", line):
+            return line.strip()
+    return None

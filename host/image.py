@@ -19,7 +19,7 @@ from pathlib import Path
 
 from host.apt import PrivateApt, host_mirror
 from host.cache import cache_root, input_key
-from host.errors import LabError
+from host.errors import LabError, first_error
 
 SUITE = "trixie"
 BACKPORTS = "trixie-backports"
@@ -259,6 +259,6 @@ def build_in_image(image: GuestImage, files: dict[str, bytes], command: str, pro
         log.write_text(f"{command}\n{proc.stdout}{proc.stderr}")
         built = upper / product
         if proc.returncode != 0 or not built.exists():
-            errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
-            raise LabError(f"{what} does not build: {errors[0] if errors else 'see ' + str(log)}")
+            error = first_error(proc.stdout + proc.stderr)
+            raise LabError(f"{what} does not build: {error or 'see ' + str(log)}")
         return built.read_bytes()

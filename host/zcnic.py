@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from host.cache import cache_root
-from host.errors import LabError
+from host.errors import LabError, first_error
 from host.image import build_in_image
 
 NIC = Path(__file__).resolve().parent.parent / "nic"
@@ -51,9 +51,9 @@ def build(kernel, image) -> Path:
             log.write_text(proc.stdout + proc.stderr)
             built = Path(tmp) / "zcnic.ko"
             if proc.returncode != 0 or not built.exists():
-                errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "error" in ln]
+                error = first_error(proc.stdout + proc.stderr)
                 raise LabError(f"zcnic does not build for {kernel.describe()}: "
-                               f"{errors[0] if errors else 'see ' + str(log)}")  # fmt: skip
+                               f"{error or 'see ' + str(log)}")  # fmt: skip
             shutil.copy(built, out)
         return out
     ko = build_in_image(

@@ -163,6 +163,7 @@ struct zcnic_priv {
 	struct net_device *dev;
 	struct net_device *lower;
 	struct faux_device *fdev;
+	struct device_dma_parameters dma_parms;
 	int id;
 	struct dentry *dbg;
 
@@ -1702,8 +1703,11 @@ static void zcnic_destructor(struct net_device *dev)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
 
-	if (priv->fdev)
+	if (priv->fdev) {
+		/* dma_parms lives in priv; the device may outlive it (page pools) */
+		priv->fdev->dev.dma_parms = NULL;
 		faux_device_destroy(priv->fdev);
+	}
 	priv->fdev = NULL;
 	ida_free(&zcnic_ida, priv->id);
 }
@@ -1810,6 +1814,13 @@ static int zcnic_newlink(struct net_device *dev,
 					   DMA_BIT_MASK(64));
 	if (err)
 		goto err_faux;
+	/*
+	 * Like real NICs, no limit on scatter-gather segment length: a faux
+	 * device has no dma_parms, and without them the DMA core assumes 64K
+	 * segments, which a zcrx area mapping exceeds (DMA-API debug warns).
+	 */
+	priv->fdev->dev.dma_parms = &priv->dma_parms;
+	dma_set_max_seg_size(&priv->fdev->dev, UINT_MAX);
 	SET_NETDEV_DEV(dev, &priv->fdev->dev);
 
 	if (!tb[IFLA_ADDRESS])

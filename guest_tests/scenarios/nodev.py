@@ -22,6 +22,7 @@ from guest_tests.zcrx.util import (
     EndlessSender,
     RecvResult,
     Sender,
+    collect,
     drop_cap,
     errno_of,
     give_back,
@@ -721,16 +722,16 @@ def recv_end(kind="eof"):
             ud = ring.submit_recv_zc(rcv.fileno(), z.id)
             snd.sendall(data)
             res = RecvResult()
-            res = recv_zc_collect(ring, z, ud, res, until_bytes=len(data), timeout=10)
+            res = collect(ring, z, ud, res, until_bytes=len(data), timeout=10)
             snd.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             snd.close()
-            res = recv_zc_collect(ring, z, ud, res, timeout=10)
+            res = collect(ring, z, ud, res, timeout=10)
         elif kind == "shutdown_rd":
             ud = ring.submit_recv_zc(rcv.fileno(), z.id)
             snd.sendall(data)
-            res = recv_zc_collect(ring, z, ud, RecvResult(), until_bytes=len(data), timeout=10)
+            res = collect(ring, z, ud, RecvResult(), until_bytes=len(data), timeout=10)
             rcv.shutdown(socket.SHUT_RD)
-            res = recv_zc_collect(ring, z, ud, res, timeout=5)
+            res = collect(ring, z, ud, res, timeout=5)
         else:  # eof after data
             Sender(snd, data).join()
             res = recv_zc(ring, z, rcv.fileno(), timeout=10)
@@ -739,26 +740,6 @@ def recv_end(kind="eof"):
         snd.close()
         rcv.close()
         return out
-
-
-def recv_zc_collect(ring, zcrx, ud, r, until_bytes=None, timeout=10.0, refill=True):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and r.final is None:
-        batch = []
-        for c in ring.wait_cqes(1, timeout=0.5):
-            if c.user_data != ud:
-                r.others.append(c)
-            elif c.more:
-                r.data += zcrx.read(c.zc_off, c.res)
-                r.cqes.append(c)
-                batch.append(c)
-            else:
-                r.final = c
-        if refill:
-            give_back(zcrx, batch)
-        if until_bytes is not None and len(r.data) >= until_bytes:
-            break
-    return r
 
 
 def oneshot_sequence(chunk=PAGE_SIZE, n=8):
@@ -908,7 +889,7 @@ def stats_events(size=100_000):
         data1, data2 = pattern(size, 21), pattern(size, 22)
         ud = ring.submit_recv_zc(rcv.fileno(), z.id)
         snd.sendall(data1)
-        r = recv_zc_collect(ring, z, ud, RecvResult(), until_bytes=len(data1))
+        r = collect(ring, z, ud, RecvResult(), until_bytes=len(data1))
         time.sleep(0.2)
         r.others += [c for c in ring.get_events() if c.user_data != ud]
         out["stats_1"] = z.stats()
@@ -920,7 +901,7 @@ def stats_events(size=100_000):
         out["arm_alloc_fail_errno"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
         r2 = RecvResult()
         snd.sendall(data2)
-        r2 = recv_zc_collect(ring, z, ud, r2, until_bytes=len(data2))
+        r2 = collect(ring, z, ud, r2, until_bytes=len(data2))
         time.sleep(0.2)
         r2.others += [c for c in ring.get_events() if c.user_data != ud]
         out["stats_2"] = z.stats()
@@ -953,7 +934,7 @@ class Stream:
         self.ud = self.ring.submit_recv_zc(self.rcv.fileno(), self.z.id)
         self.r.final = None
         n0 = len(self.r.cqes)
-        recv_zc_collect(self.ring, self.z, self.ud, self.r, timeout=timeout, refill=refill)
+        collect(self.ring, self.z, self.ud, self.r, timeout=timeout, refill=refill)
         return self.r.cqes[n0:]
 
     def intact(self):
@@ -1139,12 +1120,12 @@ def _child_receiver(mode, ready_w, area_pages, holder_sock=None):
     if mode in ("receiving", "exported"):
         EndlessSender(snd)
         ud = ring.submit_recv_zc(rcv.fileno(), z.id)
-        recv_zc_collect(ring, z, ud, r, until_bytes=1 << 20, timeout=30)
+        collect(ring, z, ud, r, until_bytes=1 << 20, timeout=30)
         info["received_before_ready"] = len(r.data)
     elif mode == "held":
         snd.sendall(pattern(area_pages * PAGE_SIZE * 2, 2))
         ud = ring.submit_recv_zc(rcv.fileno(), z.id)
-        recv_zc_collect(ring, z, ud, r, timeout=10, refill=False)
+        collect(ring, z, ud, r, timeout=10, refill=False)
         info["held_buffers"] = len({c.zc_off for c in r.cqes})
         info["final"] = r.final.to_dict() if r.final else None
     elif mode == "armed":
@@ -1155,7 +1136,7 @@ def _child_receiver(mode, ready_w, area_pages, holder_sock=None):
     os.write(ready_w, (json.dumps(info) + "\n").encode())
     while True:  # keep going until killed
         if mode in ("receiving", "exported"):
-            recv_zc_collect(ring, z, ud, r, timeout=1)
+            collect(ring, z, ud, r, timeout=1)
         else:
             time.sleep(1)
 

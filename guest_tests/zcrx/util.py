@@ -127,6 +127,27 @@ def give_back(zcrx, cqes, flush=True):
         zcrx.flush()
 
 
+def collect(ring, zcrx, ud, r, until_bytes=None, timeout=10.0, refill=True, flush=True):
+    """Collect the CQEs of the armed RECV_ZC `ud` into r until its final CQE, until_bytes or timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and r.final is None:
+        batch = []
+        for c in ring.wait_cqes(1, timeout=min(0.5, max(0.01, deadline - time.monotonic()))):
+            if c.user_data != ud:
+                r.others.append(c)
+            elif c.more:
+                r.data += zcrx.read(c.zc_off, c.res)
+                r.cqes.append(c)
+                batch.append(c)
+            else:
+                r.final = c
+        if refill:
+            give_back(zcrx, batch, flush)
+        if until_bytes is not None and len(r.data) >= until_bytes:
+            break
+    return r
+
+
 def recv_zc(
     ring,
     zcrx,
@@ -140,33 +161,22 @@ def recv_zc(
     result=None,
     rearm_on_error=(),
 ):
-    """Arm RECV_ZC on fd and collect until its final CQE (or until_bytes or timeout)."""
+    """Arm RECV_ZC on fd and collect until its final CQE (or until_bytes or timeout).
+
+    A final CQE whose res is in rearm_on_error is kept in r.others and the
+    request armed again.
+    """
     r = result or RecvResult()
     ud = ring.submit_recv_zc(fd, zcrx.id, len=length, user_data=user_data)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        batch = []
-        for c in ring.wait_cqes(1, timeout=min(1.0, max(0.01, deadline - time.monotonic()))):
-            if c.user_data != ud:
-                r.others.append(c)
-            elif c.more:
-                r.data += zcrx.read(c.zc_off, c.res)
-                r.cqes.append(c)
-                batch.append(c)
-            else:
-                r.final = c
-        if refill:
-            give_back(zcrx, batch, flush)
-        if r.final is not None:
-            if r.final.res in rearm_on_error:
-                r.others.append(r.final)
-                r.final = None
-                ud = ring.submit_recv_zc(fd, zcrx.id, len=length)
-                continue
-            break
-        if until_bytes is not None and len(r.data) >= until_bytes:
-            break
-    return r
+    while True:
+        collect(ring, zcrx, ud, r, until_bytes, max(0.0, deadline - time.monotonic()), refill, flush)
+        if r.final is not None and r.final.res in rearm_on_error and time.monotonic() < deadline:
+            r.others.append(r.final)
+            r.final = None
+            ud = ring.submit_recv_zc(fd, zcrx.id, len=length)
+            continue
+        return r
 
 
 # --- pinned pages (/proc/vmstat)

@@ -29,7 +29,7 @@ import time
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.ring import libc
-from guest_tests.zcrx.util import give_back, pattern, pinned_pages, sha256, wait_pins
+from guest_tests.zcrx.util import errno_of, give_back, pattern, pinned_pages, sha256, wait_pins
 
 IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
 ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
@@ -1009,7 +1009,7 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
         rule = ntuple(family, port, queue)
         with Rx(queue, area_pages=area_pages, rq_entries=256, event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL) as rx:
             z = rx.z
-            out["arm_before_fired"] = _errno(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
+            out["arm_before_fired"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
             s0, d0 = ethtool_stats(), qstats()[queue]
             peer.start()
             conn = accept(lst, peer)
@@ -1029,7 +1029,7 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
             out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS}
             out["dry"]["posted"] = qstat(s1, queue, "posted")
             out["dry_qstats"] = {k: d1[k] - d0.get(k, 0) for k in ("rx-hw-drops", "rx-alloc-fail")}
-            out["arm_after_fired"] = _errno(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
+            out["arm_after_fired"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
             give_back(z, st.held)
             st.held = []
             t0 = time.monotonic()
@@ -1046,14 +1046,6 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
     out["bound_after"] = wait_unbound()
     out["pins_after"] = wait_pins(pins0)[0] - pins0
     return out
-
-
-def _errno(fn, *a, **kw):
-    try:
-        fn(*a, **kw)
-        return 0
-    except OSError as e:
-        return e.errno
 
 
 # ---------------------------------------------------------------------------------------
@@ -1161,9 +1153,9 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
             more = Stream()
             pump(rx, fd, more, ud, idle=1.0, timeout=5)
             out["after"] = {"cqes": more.cqes, "final": more.final, "events": more.events}
-            out["add_area"] = _errno(z.add_area, 4 * PAGE_SIZE)
+            out["add_area"] = errno_of(z.add_area, 4 * PAGE_SIZE)
             give_back(z, st.held, flush=False)
-            out["flush"] = _errno(z.flush)
+            out["flush"] = errno_of(z.flush)
             out["stats"] = z.stats()
             out["pools_left"] = [_pp(pp) for pp in io_uring_pools(out["ifindex"])]
             rx.close()

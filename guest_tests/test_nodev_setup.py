@@ -25,9 +25,16 @@ def cached(guest, func, **kw):
     return _cache[key]
 
 
-def test_uapi_layout_matches_kernel_headers(guest):
-    """Every ctypes struct/constant of the client equals the running kernel's uapi header."""
+def test_uapi_layout_matches_kernel_headers(lab, guest):
+    """Every ctypes struct/constant of the client equals the running kernel's uapi header:
+    a tree's own `make headers` output (shared as /kernel-uapi), else Debian's headers
+    package for the default kernel."""
+    if lab.kernel.tree and lab.kernel.uapi_headers is None:
+        pytest.skip(f"kernel tree {lab.kernel.tree} has no installed uapi headers (usr/include); "
+                    "run `make headers` there (python3 -m host build-kernel does)")  # fmt: skip
     res = cached(guest, "layout_check")
+    if lab.kernel.uapi_headers:
+        assert res["headers"] == "/kernel-uapi", res
     assert res["checked"] > 100, res
     assert res["mismatches"] == [], res
 

@@ -1,6 +1,6 @@
 """Build a kernel from source with the lab's config fragments.
 
-    python3 -m host build-kernel TREE|debug [--fragments base,zcrx,debug] [-j N]
+    python3 -m host build-kernel TREE|debug [--fragments base,zcrx,debug] [--coverage] [-j N]
 
 TREE is any kernel source tree; `debug` is Debian's linux-source-7.x (the
 version the default kernel has) with base+zcrx+debug. The build goes out of
@@ -8,6 +8,12 @@ tree (O=) into the cache, keyed by the source and the fragments, so a second
 run with nothing changed does no compile work; ccache is used when present.
 After configuring, every option the fragments ask for is checked: what
 olddefconfig dropped is named (an unmet dependency), and the build stops.
+
+--coverage adds kconfigs/coverage (gcov). io_uring/ has its own switch
+(CONFIG_GCOV_PROFILE_URING); net/core/ has none, so each of its objects is
+named on make's command line (GCOV_PROFILE_<obj>.o=y). An object of the same
+name elsewhere in the tree gets profiled too; the report keeps io_uring/ and
+net/core/ only.
 """
 
 import hashlib
@@ -66,12 +72,20 @@ def _source(spec: str) -> tuple[Path, str]:
     return tree, f"tree:{tree}"
 
 
-def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None) -> Path:
+def gcov_make_args(src: Path) -> list[str]:
+    """make variables that profile every net/core object (see above)."""
+    return [f"GCOV_PROFILE_{c.stem}.o=y" for c in sorted((src / "net/core").glob("*.c"))]
+
+
+def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None,
+          coverage: bool = False) -> Path:  # fmt: skip
     """Build SPEC; returns the O= directory (bzImage and .config inside)."""
     from host.setup import KERNEL_BUILD_PACKAGES, debian_packages
 
     debian_packages(KERNEL_BUILD_PACKAGES)
-    fragments = fragments or DEFAULT_FRAGMENTS["debug" if spec == "debug" else "tree"]
+    fragments = list(fragments or DEFAULT_FRAGMENTS["debug" if spec == "debug" else "tree"])
+    if coverage and "coverage" not in fragments:
+        fragments.append("coverage")
     src, identity = _source(spec)
     frag_text = "".join((KCONFIGS / f"{f}.config").read_text() for f in fragments)
     key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
@@ -81,6 +95,8 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     make = ["make", "-C", str(src), f"O={out}", "-s"]
     if shutil.which("ccache"):
         make.append("CC=ccache gcc")
+    if "coverage" in fragments:
+        make += gcov_make_args(src)
     stamp = out / ".zcrx-lab-fragments"
     start = time.monotonic()
     if not (out / ".config").exists() or not stamp.exists() or stamp.read_text() != frag_text:
@@ -100,8 +116,9 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     first = "; the first build takes about 15 minutes on 2 cores" if not (out / "vmlinux").exists() else ""
     _log(f"building {src.name} (-j{jobs}){first}")
     # `modules` also writes Module.symvers, without which out-of-tree
-    # modules (zcnic) do not link.
-    _check(make + [f"-j{jobs}", "bzImage", "modules"], stream=True)
+    # modules (zcnic) do not link; `headers` installs the uapi headers
+    # (usr/include) the guest checks the zcrx client's structs against.
+    _check(make + [f"-j{jobs}", "bzImage", "modules", "headers"], stream=True)
     _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s")
     return out
 

@@ -99,10 +99,12 @@ def cmd_build_kernel(args) -> int:
     parser.add_argument("source", help="a kernel source tree, or 'debug' (Debian's linux-source)")
     parser.add_argument("--fragments", help="comma-separated kconfigs/ fragments (default: "
                         "base,zcrx for a tree, base,zcrx,debug for debug)")  # fmt: skip
+    parser.add_argument("--coverage", action="store_true",
+                        help="add kconfigs/coverage: gcov for io_uring/ and net/core/")  # fmt: skip
     parser.add_argument("-j", type=int, dest="jobs")
     opts = parser.parse_args(args)
     fragments = opts.fragments.split(",") if opts.fragments else None
-    out = build.build(opts.source, fragments, opts.jobs)
+    out = build.build(opts.source, fragments, opts.jobs, coverage=opts.coverage)
     print(f"zcrx-lab: kernel tree {out} (use --kernel={out})")
     return 0
 

@@ -56,6 +56,13 @@ class Kernel:
     def describe(self) -> str:
         return f"{self.spec} ({self.release})"
 
+    @property
+    def uapi_headers(self) -> Path | None:
+        """The tree's installed uapi headers (`make headers`: usr/include), if any."""
+        if self.tree and (self.tree / "usr/include/linux/io_uring/zcrx.h").exists():
+            return self.tree / "usr/include"
+        return None
+
 
 def parse_config(text: str) -> dict[str, str]:
     config = {}
@@ -111,8 +118,18 @@ def _gzip_members(data: bytes):
             break
 
 
-def resolve(spec: str, image) -> Kernel:
-    """Turn a --kernel value into a checked Kernel. IMAGE is the GuestImage."""
+def resolve(spec: str, image, coverage: bool = False) -> Kernel:
+    """Turn a --kernel value into a checked Kernel. IMAGE is the GuestImage.
+
+    COVERAGE asks for a kernel with gcov data to collect: `debug` is then
+    built with kconfigs/coverage added; any other kernel must be a tree built
+    with CONFIG_GCOV_KERNEL (its .gcno files are needed for the report).
+    """
+    if spec == "default" and coverage:
+        raise LabError(
+            "--coverage: Debian's prebuilt kernel has no gcov (CONFIG_GCOV_KERNEL); use --kernel=debug "
+            "or a tree built with `python3 -m host build-kernel TREE --coverage`"
+        )
     if spec == "default":
         kernel = Kernel(
             spec="default",
@@ -127,9 +144,12 @@ def resolve(spec: str, image) -> Kernel:
         if spec == "debug":  # Debian's linux-source with base+zcrx+debug, built once
             from host.build import build
 
-            path = build("debug")
+            path = build("debug", coverage=coverage)
         kernel = _from_path(path)
         kernel.spec = spec
+        if coverage and (kernel.tree is None or kernel.config.get("GCOV_KERNEL") != "y"):
+            raise LabError(f"--coverage: kernel {kernel.describe()} is not a tree built with "
+                           "CONFIG_GCOV_KERNEL=y (python3 -m host build-kernel TREE --coverage)")  # fmt: skip
         if (
             kernel.modules is None
             and image is not None

@@ -47,6 +47,10 @@ def pytest_addoption(parser):
                          "(default 300 under TCG, 60 under KVM)")  # fmt: skip
     group.addoption("--kernel-cmdline", default="",
                     help="extra kernel command line, e.g. 'kasan.fault=panic'")  # fmt: skip
+    group.addoption("--coverage", action="store_true",
+                    help="collect the kernel's gcov data after the run: HTML report and a line "
+                         "summary of io_uring/zcrx.c, net/core/page_pool.c and net/core/netdev_rx_queue.c "
+                         "(needs --kernel=debug or a tree built with build-kernel --coverage)")  # fmt: skip
     group.addoption(
         "--crash-selftest",
         action="store_true",
@@ -69,16 +73,19 @@ class Lab:
         self.boot_times: list[float] = []
         self.boot_splats: list[splat.Splat] = []
         self.charged: dict[str, list[str]] = {}
+        self.coverage = config.getoption("coverage")
+        self.coverage_summary = ""
+        self.closed = False
 
     def resolve(self) -> None:
         from host import image, kernel
 
         if self.kernel:
             return
-        if self.spec not in ("default", "debug"):
-            kernel.resolve(self.spec, None)  # fail fast, before building an image
+        if self.spec not in ("default", "debug") or (self.spec == "default" and self.coverage):
+            kernel.resolve(self.spec, None, self.coverage)  # fail fast, before building an image
         self.image = image.guest_image()
-        self.kernel = kernel.resolve(self.spec, self.image)
+        self.kernel = kernel.resolve(self.spec, self.image, self.coverage)
 
     def ensure_vm(self):
         from host.vm import VM
@@ -156,9 +163,34 @@ class Lab:
         if reporter:
             reporter.write_line(f"zcrx-lab: {text}")
 
+    def _collect_coverage(self) -> None:
+        """Copy this boot's gcov counters out of the guest (before it goes)."""
+        from host import coverage
+
+        dest = self.results / "coverage" / f"boot{self.vm.boots}"
+        try:
+            out = self.vm.run(coverage.guest_copy_command(f"/results/coverage/{dest.name}"), timeout=600)
+        except GuestTimeout:
+            self._say(f"coverage: boot {self.vm.boots} hung while its gcov data was copied")
+            return
+        if out.rc != 0:
+            self._say(f"coverage: copying boot {self.vm.boots}'s gcov data failed: {out.stderr.strip()}")
+
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.coverage and self.vm and self.vm.alive():
+            self._collect_coverage()
         if self.vm:
             self.vm.stop()
+        if self.coverage and self.vm:
+            from host import coverage
+
+            try:
+                self.coverage_summary = coverage.report(self.results / "coverage", self.vm.boots)
+            except LabError as exc:
+                self.coverage_summary = f"no report: {exc}"
 
 
 _LAB_KEY = pytest.StashKey[Lab]()
@@ -184,7 +216,7 @@ def pytest_configure(config):
         config.option.xmlpath = str(results / "junit.xml")
     lab = Lab(config)
     config.stash[_LAB_KEY] = lab
-    if config.getoption("kernel"):
+    if config.getoption("kernel") or config.getoption("coverage"):
         try:  # a bad --kernel is a one-line usage error, before anything runs
             lab.resolve()
         except LabError as exc:
@@ -286,10 +318,13 @@ def pytest_terminal_summary(terminalreporter, config):
         info = {"kernel": lab.kernel.spec, "release": lab.kernel.release,
                 "accel": lab.vm.accel if lab.vm else None, "boot_seconds": lab.boot_times,
                 "splats": lab.charged,
-                "boot_splats": [str(s) for s in lab.boot_splats]}  # fmt: skip
+                "boot_splats": [str(s) for s in lab.boot_splats],
+                "coverage": lab.coverage_summary or None}  # fmt: skip
         if lab.image and lab.spec == "default":
             info["debian_package"] = lab.image.package_version
         (lab.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    if lab.coverage_summary:
+        write(f"zcrx-lab: {lab.coverage_summary}")
     for nodeid, heads in lab.charged.items():
         write(f"zcrx-lab: splat charged to {nodeid}: {'; '.join(heads)}")
     write(f"zcrx-lab: results in {lab.results} (junit.xml, console-boot*.log, tests/*/dmesg.txt)")

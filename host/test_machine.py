@@ -65,3 +65,10 @@ def test_console_goes_to_file():
     cmd = X86_64().command(spec())
     assert "file,id=console,path=/r/console.log" in arg_after(cmd, "-chardev")
     assert "console=ttyS0" in arg_after(cmd, "-append")[0].split()
+
+
+def test_tree_uapi_headers_shared_read_only():
+    cmd = X86_64().command(spec(uapi_dir=Path("/b/usr/include")))
+    assert "local,id=uapi,path=/b/usr/include,security_model=none,readonly=on" in arg_after(cmd, "-fsdev")
+    assert "virtio-9p-pci,fsdev=uapi,mount_tag=uapi" in arg_after(cmd, "-device")
+    assert not any("uapi" in a for a in X86_64().command(spec()))

@@ -93,6 +93,7 @@ class VM:
             lab_dir=REPO,
             results_dir=self.results_dir,
             modules_dir=modules if modules and not modules.is_relative_to(self.image.root) else None,
+            uapi_dir=self.kernel.uapi_headers,
             tap=self.tap,
             queues=self.queues,
             cmdline_extra=self.cmdline,

@@ -27,6 +27,7 @@ class MachineSpec:
     lab_dir: Path | None = None  # shared read-only at /lab
     results_dir: Path | None = None  # shared read-write at /results
     modules_dir: Path | None = None  # a kernel's modules, when the image lacks them
+    uapi_dir: Path | None = None  # a tree's installed uapi headers, read-only at /kernel-uapi
     tap: str | None = None  # test NIC's tap name; None: no test NIC
     queues: int = 4
     cmdline_extra: list[str] = field(default_factory=list)
@@ -81,6 +82,8 @@ class X86_64:
             cmd += self._share("results", spec.results_dir, readonly=False)
         if spec.modules_dir:
             cmd += self._share("modules", spec.modules_dir, readonly=True)
+        if spec.uapi_dir:
+            cmd += self._share("uapi", spec.uapi_dir, readonly=True)
         if spec.tap:
             cmd += [
                 "-netdev",

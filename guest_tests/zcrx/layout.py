@@ -15,17 +15,22 @@ import tempfile
 from . import uapi
 
 HEADER = "linux/io_uring.h"
+# A from-source kernel's own `make headers` output, shared by the harness.
+KERNEL_UAPI = "/kernel-uapi"
 
 
 def header_dirs(release=None):
     """Include directories holding the kernel's uapi io_uring.h + io_uring/zcrx.h.
 
-    Prefers the running kernel's linux-headers package (Debian splits it into
+    Prefers the headers of the tree the kernel was built from (KERNEL_UAPI),
+    then the running kernel's linux-headers package (Debian splits it into
     linux-headers-<rel> and linux-headers-<base>-common), falls back to /usr/include.
     Returns (list_of_-I_dirs, description)."""
     if os.environ.get("ZCRX_UAPI_INCLUDE"):  # explicit override: colon-separated -I dirs
         dirs = os.environ["ZCRX_UAPI_INCLUDE"].split(":")
         return dirs, dirs[0]
+    if os.path.exists(os.path.join(KERNEL_UAPI, "linux", "io_uring", "zcrx.h")):
+        return [KERNEL_UAPI], KERNEL_UAPI
     release = release or platform.release()
     roots = [f"/usr/src/linux-headers-{release}"]
     # the -common package the arch package points to

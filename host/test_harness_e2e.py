@@ -56,6 +56,11 @@ def test_not_a_kernel(tmp_path):
     assert "not a kernel image" in line
 
 
+def test_coverage_needs_a_gcov_kernel(tmp_path):
+    line = one_line_error(lab_pytest(tmp_path, "--kernel=default", "--coverage"))
+    assert "no gcov (CONFIG_GCOV_KERNEL)" in line
+
+
 def test_kernel_without_zcrx(tmp_path):
     from host.image import guest_image
 

@@ -29,7 +29,15 @@ import time
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.ring import libc
-from guest_tests.zcrx.util import errno_of, give_back, pattern, pinned_pages, sha256, wait_pins
+from guest_tests.zcrx.util import (
+    errno_of,
+    give_back,
+    pattern,
+    pinned_pages,
+    run_net_rx_on_every_cpu,
+    sha256,
+    wait_pins,
+)
 
 IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
 ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
@@ -1174,7 +1182,12 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
         lst.close()
     out["pins_after"], out["pins_wait_s"] = wait_pins(pins0)
     out["pins_after"] -= pins0
-    out["io_uring_pools_after"] = len(io_uring_pools())
+    out["io_uring_pools_after"] = [_pp(pp) for pp in io_uring_pools()]
+    if out["pins_after"]:
+        # diagnosis: are the area's buffers parked on a CPU's skb defer list?
+        out["cpus_kicked"] = run_net_rx_on_every_cpu()
+        out["pins_after_kick"], out["pins_kick_wait_s"] = wait_pins(pins0, timeout=5)
+        out["pins_after_kick"] -= pins0
     return out
 
 

@@ -207,6 +207,30 @@ def wait_pins(target, timeout=15.0):
         time.sleep(0.1)
 
 
+def run_net_rx_on_every_cpu():
+    """Make each CPU run NET_RX once: a loopback datagram sent while pinned to
+    the CPU is queued to that CPU's backlog and received in its softirq.
+
+    net_rx_action() is where a CPU frees the skbs other CPUs consumed but left
+    on its defer list (skb_attempt_defer_free); until it runs, their frags (a
+    zcrx area's net_iovs) stay with the page pool. Returns how many CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        for cpu in cpus:
+            os.sched_setaffinity(0, {cpu})
+            tx.sendto(b"x", rx.getsockname())
+            rx.recv(16)
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        rx.close()
+        tx.close()
+    return len(cpus)
+
+
 # --- capabilities
 
 CAP_NET_ADMIN = 12

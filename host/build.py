@@ -18,6 +18,7 @@ net/core/ only.
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,7 +93,7 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     out = cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
     out.mkdir(parents=True, exist_ok=True)
     wanted = requested(fragments)
-    make = ["make", "-C", str(src), f"O={out}", "-s"]
+    make = ["make", "-C", str(src), f"O={out}"]
     if shutil.which("ccache"):
         make.append("CC=ccache gcc")
     if "coverage" in fragments:
@@ -118,18 +119,55 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     # `modules` also writes Module.symvers, without which out-of-tree
     # modules (zcnic) do not link; `headers` installs the uapi headers
     # (usr/include) the guest checks the zcrx client's structs against.
-    _check(make + [f"-j{jobs}", "bzImage", "modules", "headers"], stream=True)
-    _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s")
+    # Without -s, kbuild prints one line per step: the progress count.
+    compiled = _make_with_progress([*make, f"-j{jobs}", "bzImage", "modules", "headers"], out / "build.log")
+    _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s "
+         f"({compiled} files compiled)")  # fmt: skip
     return out
+
+
+STEP = re.compile(r"^  (CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|MODPOST|BTF|GEN|HDRINST)\b")
+
+
+def _make_with_progress(cmd: list[str], log: Path, every: float = 15.0) -> int:
+    """Run make, its output into LOG; every EVERY seconds say how many steps
+    are done and the latest (one rewritten line on a terminal). Returns the
+    number of compile (CC/AS) steps: 0 for a rebuild that had nothing to do."""
+    compiled = steps = 0
+    last, latest = time.monotonic(), ""
+    tty = sys.stderr.isatty()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            f.write(line)
+            m = STEP.match(line)
+            if not m:
+                continue
+            steps += 1
+            compiled += m.group(1) in ("CC", "AS")
+            latest = line.split()[-1]
+            if time.monotonic() - last >= every:
+                last = time.monotonic()
+                msg = f"[build] {steps} steps ({compiled} compiled), now {latest}"
+                if tty:
+                    msg = f"\r{msg[:100]:<100}"
+                print(msg, end="" if tty else "\n", file=sys.stderr, flush=True)
+        rc = proc.wait()
+    if tty and steps:
+        print(file=sys.stderr)
+    if rc != 0:
+        errors = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]
+        tail = errors[-3:] or log.read_text(errors="replace").splitlines()[-3:]
+        raise LabError(f"make failed (exit {rc}): {' | '.join(t.strip() for t in tail)} (full log: {log})")
+    return compiled
 
 
 def _log(msg: str) -> None:
     print(f"[build] {msg}", file=sys.stderr, flush=True)
 
 
-def _check(cmd: list[str], stream: bool = False) -> None:
-    proc = subprocess.run(cmd, stdout=None if stream else subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)  # fmt: skip
+def _check(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or "").strip().splitlines()[-5:]
         raise LabError(f"{' '.join(cmd[:4])} ... failed: {' | '.join(tail)}")

@@ -30,3 +30,29 @@ def test_debug_fragment_turns_on_the_detectors():
     wanted = build.requested(["base", "zcrx", "debug"])
     for opt in ("KASAN", "DEBUG_KMEMLEAK", "PROVE_LOCKING", "DEBUG_NET", "FAILSLAB", "FAIL_PAGE_ALLOC"):
         assert wanted[opt] == "y"
+
+
+def test_make_progress_counts_what_was_compiled(tmp_path):
+    # kbuild's own step lines (V=0), as a no-op rebuild and a real one print them
+    steps = [
+        "CALL    scripts/checksyscalls.sh",
+        "CC      io_uring/zcrx.o",
+        "CC [M]  drivers/net/veth.o",
+        "AR      io_uring/built-in.a",
+        "LD      vmlinux.o",
+        "HDRINST usr/include/linux/io_uring/zcrx.h",
+    ]
+    lines = "".join(f"  {s}\\n" for s in steps)
+    log = tmp_path / "build.log"
+    assert build._make_with_progress(["sh", "-c", f"printf '{lines}'"], log) == 2
+    assert "io_uring/zcrx.o" in log.read_text()
+
+
+def test_make_failure_names_the_compiler_error(tmp_path):
+    import pytest
+
+    from host.errors import LabError
+
+    cmd = ["sh", "-c", "echo '  CC      nic/zcnic.o'; echo 'nic/zcnic.c:12:1: error: expected ;'; exit 2"]
+    with pytest.raises(LabError, match=r"make failed \(exit 2\): nic/zcnic.c:12:1: error: expected ;"):
+        build._make_with_progress(cmd, tmp_path / "build.log")

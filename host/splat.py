@@ -46,9 +46,12 @@ KINDS = [
 ]
 _COMPILED = [(kind, re.compile(pat)) for kind, pat in KINDS]
 _TIMESTAMP = re.compile(r"^(<\d+>)?\s*\[\s*\d+\.\d+\]\s?(\[\s*[CT]\d+\]\s?)?")
-# A splat ends at its end-of-trace marker, or after MAX_LINES.
-_END = re.compile(r"---\[ end (trace|Kernel panic)")
+# A splat ends at its end-of-trace marker (KASAN's is a line of '='), or
+# after MAX_LINES; a KASAN report with both stacks and the shadow dump runs
+# to about 120 lines on a debug kernel.
+_END = re.compile(r"---\[ end (trace|Kernel panic)|^={40,}$")
 MAX_LINES = 60
+MAX_LINES_KIND = {"KASAN": 160}
 # Lines of an ongoing splat: continuation of a report whose header was seen.
 _CONTINUES = re.compile(
     r"^( |\t|Call Trace|<TASK>|</TASK>|<IRQ>|</IRQ>|RIP:|RSP:|RAX:|RDX:|RBP:|R\d+:|FS:|CS:|CR2:"
@@ -96,7 +99,8 @@ def scan(text: str) -> list[Splat]:
         if start > 0 and "cut here" in lines[start - 1]:
             start -= 1
         end = i + 1
-        while end < len(lines) and end - start < MAX_LINES:
+        limit = MAX_LINES_KIND.get(kind, MAX_LINES)
+        while end < len(lines) and end - start < limit:
             if _END.search(lines[end - 1]):
                 break
             nxt = lines[end]
@@ -110,7 +114,7 @@ def scan(text: str) -> list[Splat]:
             splats[-1].excerpt += "\n" + excerpt
         else:
             splats.append(Splat(kind, lines[i].strip(), excerpt))
-        open_report = not _END.search(lines[end - 1]) and end - start < MAX_LINES
+        open_report = not _END.search(lines[end - 1]) and end - start < limit
         i = end
     return splats
 

@@ -26,7 +26,8 @@ down)
 up)
 	[ -n "$2" ] || { echo "usage: $0 up ZCNIC_KO" >&2; exit 2; }
 	down
-	modprobe veth
+	# veth may be built in (a from-source kernel has no modules.builtin for modprobe)
+	modprobe veth 2>/dev/null || true
 	grep -q '^zcnic ' /proc/modules || insmod "$2"
 	ip netns add "$NS"
 	ip link add vzcu0 type veth peer name vzcu1 netns "$NS"

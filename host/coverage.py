@@ -118,6 +118,9 @@ def summary(files: dict[str, dict[int, int]]) -> str:
 def report(coverage_dir: Path, boots: int) -> str:
     """Tracefiles and HTML from every boot's data under COVERAGE_DIR; the
     one-line summary."""
+    from host.setup import debian_packages
+
+    debian_packages({"lcov": "/usr/bin/lcov"})
     log = coverage_dir / "lcov.log"
     tracefiles = []
     for data in sorted(coverage_dir.glob("boot*/")):

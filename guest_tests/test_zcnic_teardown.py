@@ -32,3 +32,15 @@ def test_remove_with_traffic(nic, what):
     assert res["received_before"] >= 512 << 10
     assert res["cmd"]["rc"] == 0 and res["cmd"]["secs"] < 30, res["cmd"]
     assert res["link_gone"] and res["register_again"] == errno.ENODEV
+
+
+def test_closed_ring_unpins_area_with_frees_deferred_to_an_idle_cpu(nic):
+    """Received on CPU 0, allocated on CPU 1 (the peer's): TCP hands the consumed skbs to
+    CPU 1's defer list. Once the ring and socket are closed and the peer is gone, the area
+    must be unpinned without CPU 1 ever running NET_RX again."""
+    res = nic.call("deferred_free", timeout=300)
+    if res.get("skip"):
+        pytest.skip(res["skip"])
+    assert res["received"] == 2 << 20 and res["copy_count"] == 0, res
+    assert res["pins_idle"] == 0, f"area still pinned while the allocating CPU is idle: {res}"
+    assert res["pins_after_kick"] == 0, res

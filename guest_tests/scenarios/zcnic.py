@@ -1183,11 +1183,96 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
     out["pins_after"], out["pins_wait_s"] = wait_pins(pins0)
     out["pins_after"] -= pins0
     out["io_uring_pools_after"] = [_pp(pp) for pp in io_uring_pools()]
-    if out["pins_after"]:
-        # diagnosis: are the area's buffers parked on a CPU's skb defer list?
+    return out
+
+
+def _irqs(match):
+    """IRQ numbers whose /proc/interrupts line names MATCH."""
+    with open("/proc/interrupts") as f:
+        return [int(ln.split(":")[0]) for ln in f if match in ln and ln.split(":")[0].strip().isdigit()]
+
+
+def _set_irq_cpus(irqs, cpus):
+    """Point IRQS at CPUS; returns their previous smp_affinity_list, for putting back."""
+    old = {}
+    for irq in irqs:
+        path = f"/proc/irq/{irq}/smp_affinity_list"
+        try:
+            with open(path) as f:
+                old[irq] = f.read().strip()
+            with open(path, "w") as f:
+                f.write(cpus)
+        except OSError:  # some interrupts cannot move (per-CPU, managed)
+            old.pop(irq, None)
+    return old
+
+
+def _net_rx_counts():
+    """NET_RX softirqs run so far, per CPU (/proc/softirqs)."""
+    with open("/proc/softirqs") as f:
+        for line in f:
+            if line.split(":")[0].strip() == "NET_RX":
+                return [int(v) for v in line.split()[1:]]
+    return []
+
+
+def deferred_free(family="ipv4", queue=1, size=2 << 20):
+    """The receiver runs on one CPU, the netns peer on another, so zc0's NAPI (woken by veth
+    on the sender's CPU) allocates every skb on the peer's CPU, and TCP frees them after
+    zero-copy receive with skb_attempt_defer_free(): onto the peer CPU's defer list. Then
+    the peer is gone, the socket and the ring are closed, and nothing runs NET_RX on the
+    peer's CPU: how many area pages stay pinned, and how many after it does run NET_RX."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return {"skip": "needs two CPUs"}
+    rx_cpu, tx_cpu = cpus[0], cpus[1]
+    pins0 = pinned_pages()
+    # SSH to this guest arrives over virtio: keep its NET_RX off the peer's CPU.
+    irqs = _set_irq_cpus(_irqs("virtio"), str(rx_cpu))
+    port = _port(0x7F)
+    lst = listener(family, port)
+    peer = Peer(family, port, size, seed=port)
+    out = {"rx_cpu": rx_cpu, "tx_cpu": tx_cpu, "skb_defer_max": sh("sysctl -n net.core.skb_defer_max").stdout}
+    rx = conn = None
+    try:
+        os.sched_setaffinity(0, {rx_cpu})
+        os.sched_setaffinity(peer.pid, {tx_cpu})
+        ntuple(family, port, queue)
+        rx = Rx(queue, area_pages=1024)
+        peer.start()
+        conn = accept(lst, peer)
+        st = Stream()
+        ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+        pump(rx, conn.fileno(), st, ud, until=size, timeout=60)
+        out["received"] = len(st.data)
+        out["copy_count"] = rx.z.stats()["copy_count"]
+        # RST, not FIN: nothing more crosses the wire, so the peer's CPU gets no NET_RX
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+        conn = None
+        rx.close()
+        rx = None
+        peer.kill()
+        os.sched_setaffinity(0, set(cpus))
+        net_rx0 = _net_rx_counts()
+        out["pins_idle"], out["pins_idle_wait_s"] = wait_pins(pins0, timeout=10, kick_after=None)
+        out["net_rx_while_idle"] = [b - a for a, b in zip(net_rx0, _net_rx_counts(), strict=True)]
+        out["pins_idle"] -= pins0
+        out["pools_idle"] = [_pp(pp) for pp in io_uring_pools()]
         out["cpus_kicked"] = run_net_rx_on_every_cpu()
-        out["pins_after_kick"], out["pins_kick_wait_s"] = wait_pins(pins0, timeout=5)
+        out["pins_after_kick"], out["pins_kick_wait_s"] = wait_pins(pins0, timeout=10, kick_after=None)
         out["pins_after_kick"] -= pins0
+        out["pools_after_kick"] = len(io_uring_pools())
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+        for irq, old in irqs.items():
+            _set_irq_cpus([irq], old)
+        if rx:
+            rx.close()
+        if conn:
+            conn.close()
+        peer.kill()
+        lst.close()
     return out
 
 

@@ -7,7 +7,7 @@
   boot K                boot K once, print the time to SSH, shut down
   shell K [-- CMD]      boot K and run CMD (or an interactive shell) in the guest
   bench [--kernel K]    receive rate in the guest: zcrx vs plain recv() on zcnic
-  build-kernel SRC|debug  configure (kconfigs/) and build a kernel into the cache
+  build-kernel SRC|debug [--coverage]  configure (kconfigs/) and build a kernel into the cache
 
 Commands run with any python3; all but `setup` re-run themselves inside .venv.
 """

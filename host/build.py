@@ -133,11 +133,12 @@ def _make_with_progress(cmd: list[str], log: Path, every: float = 15.0) -> int:
     """Run make, its output into LOG; every EVERY seconds say how many steps
     are done and the latest (one rewritten line on a terminal). Returns the
     number of compile (CC/AS) steps: 0 for a rebuild that had nothing to do."""
-    compiled = steps = 0
+    compiled = steps = shown = 0
     last, latest = time.monotonic(), ""
     tty = sys.stderr.isatty()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")  # fmt: skip
         for line in proc.stdout:
             f.write(line)
             m = STEP.match(line)
@@ -152,8 +153,9 @@ def _make_with_progress(cmd: list[str], log: Path, every: float = 15.0) -> int:
                 if tty:
                     msg = f"\r{msg[:100]:<100}"
                 print(msg, end="" if tty else "\n", file=sys.stderr, flush=True)
+                shown += 1
         rc = proc.wait()
-    if tty and steps:
+    if tty and shown:
         print(file=sys.stderr)
     if rc != 0:
         errors = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]

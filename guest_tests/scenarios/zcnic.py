@@ -1220,8 +1220,9 @@ def deferred_free(family="ipv4", queue=1, size=2 << 20):
     """The receiver runs on one CPU, the netns peer on another, so zc0's NAPI (woken by veth
     on the sender's CPU) allocates every skb on the peer's CPU, and TCP frees them after
     zero-copy receive with skb_attempt_defer_free(): onto the peer CPU's defer list. Then
-    the peer is gone, the socket and the ring are closed, and nothing runs NET_RX on the
-    peer's CPU: how many area pages stay pinned, and how many after it does run NET_RX."""
+    the peer is gone, the socket and the ring are closed, and nothing of ours runs NET_RX
+    on the peer's CPU: how many area pages stay pinned (and how many NET_RX softirqs each
+    CPU ran meanwhile), and how many after we make every CPU run NET_RX."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return {"skip": "needs two CPUs"}

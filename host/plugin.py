@@ -172,9 +172,9 @@ class Lab:
         """Copy this boot's gcov counters out of the guest (before it goes)."""
         from host import coverage
 
-        dest = self.results / "coverage" / f"boot{self.vm.boots}"
         try:
-            out = self.vm.run(coverage.guest_copy_command(f"/results/coverage/{dest.name}"), timeout=600)
+            copy = coverage.guest_copy_command(f"/results/coverage/boot{self.vm.boots}")
+            out = self.vm.run(copy, timeout=600)
         except GuestTimeout:
             self._say(f"coverage: boot {self.vm.boots} hung while its gcov data was copied")
             return

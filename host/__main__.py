@@ -8,6 +8,10 @@
   shell K [-- CMD]      boot K and run CMD (or an interactive shell) in the guest
   bench [--kernel K]    receive rate in the guest: zcrx vs plain recv() on zcnic
   build-kernel SRC|debug [--coverage]  configure (kconfigs/) and build a kernel into the cache
+  series INPUT --tree T [TESTS]  test a patch series (mbox, patch dir, BASE..HEAD, message id)
+                        commit by commit; charge each new failure to its commit
+  bisect --tree T --good G --bad B [TESTS]  git bisect run with the lab as the judge
+  bisect-step [TESTS]   judge the tree's HEAD once (exit 0/1/125/128), for `git bisect run`
 
 Commands run with any python3; all but `setup` re-run themselves inside .venv.
 """
@@ -15,7 +19,12 @@ Commands run with any python3; all but `setup` re-run themselves inside .venv.
 import os
 import sys
 
-from host.errors import LabError
+if not __package__:  # run as `python3 path/to/host ...` (e.g. by `git bisect run`)
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here)] + [p for p in sys.path if os.path.abspath(p or ".") != _here]
+    __package__ = "host"
+
+from host.errors import LabError  # noqa: E402
 
 USAGE = __doc__
 
@@ -34,6 +43,7 @@ def main(argv: list[str]) -> int:
         if not python.exists():
             raise LabError("no .venv yet: run `python3 -m host setup` first")
     if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        os.environ.setdefault("ZCRX_LAB_CWD", os.getcwd())  # relative paths the user gave
         os.chdir(REPO)
         os.execv(str(python), [str(python), "-m", "host", command, *args])
     from host import cli

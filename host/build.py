@@ -81,23 +81,45 @@ def gcov_make_args(src: Path) -> list[str]:
 def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None,
           coverage: bool = False) -> Path:  # fmt: skip
     """Build SPEC; returns the O= directory (bzImage and .config inside)."""
-    from host.setup import KERNEL_BUILD_PACKAGES, debian_packages
+    fragments = fragment_list(spec, fragments, coverage)
+    src, identity = _source(spec)
+    key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
+    out = cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
+    build_tree(src, out, fragments, jobs)
+    return out
 
-    debian_packages(KERNEL_BUILD_PACKAGES)
+
+def fragment_list(spec: str, fragments: list[str] | None = None, coverage: bool = False) -> list[str]:
     fragments = list(fragments or DEFAULT_FRAGMENTS["debug" if spec == "debug" else "tree"])
     if coverage and "coverage" not in fragments:
         fragments.append("coverage")
-    src, identity = _source(spec)
-    frag_text = "".join((KCONFIGS / f"{f}.config").read_text() for f in fragments)
-    key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
-    out = cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
-    out.mkdir(parents=True, exist_ok=True)
-    wanted = requested(fragments)
+    return fragments
+
+
+def build_dir_for(worktree: Path, fragments: list[str]) -> Path:
+    """The O= directory series and bisect keep for one worktree path (see host/gitwork.py)."""
+    key = hashlib.sha256(f"worktree:{worktree}|{','.join(fragments)}".encode()).hexdigest()[:16]
+    return cache_root() / "builds" / f"{worktree.name}-{key}"
+
+
+def make_command(src: Path, out: Path, fragments: list[str]) -> list[str]:
     make = ["make", "-C", str(src), f"O={out}"]
     if shutil.which("ccache"):
         make.append("CC=ccache gcc")
     if "coverage" in fragments:
         make += gcov_make_args(src)
+    return make
+
+
+def build_tree(src: Path, out: Path, fragments: list[str], jobs: int | None = None) -> int:
+    """Configure (if the fragments changed) and build SRC into OUT; files compiled."""
+    from host.setup import KERNEL_BUILD_PACKAGES, debian_packages
+
+    debian_packages(KERNEL_BUILD_PACKAGES)
+    out.mkdir(parents=True, exist_ok=True)
+    frag_text = "".join((KCONFIGS / f"{f}.config").read_text() for f in fragments)
+    wanted = requested(fragments)
+    make = make_command(src, out, fragments)
     stamp = out / ".zcrx-lab-fragments"
     start = time.monotonic()
     if not (out / ".config").exists() or not stamp.exists() or stamp.read_text() != frag_text:
@@ -123,7 +145,44 @@ def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None
     compiled = _make_with_progress([*make, f"-j{jobs}", "bzImage", "modules", "headers"], out / "build.log")
     _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s "
          f"({compiled} files compiled)")  # fmt: skip
-    return out
+    return compiled
+
+
+WARNING = re.compile(r"^(?P<file>[^\s:]+):\d+:(?:\d+:)? warning: (?P<text>.*)$")
+
+
+def warnings_in(log: str, files: list[str]) -> list[str]:
+    """Compiler warnings located in FILES, as 'file: text' (line numbers dropped: a
+    patch moves lines, and a warning that only moved is not new)."""
+    wanted = set(files)
+    found = []
+    for line in log.splitlines():
+        m = WARNING.match(line.strip())
+        if m:
+            name = os.path.normpath(m.group("file"))
+            for prefix in ("../", "./"):
+                while name.startswith(prefix):
+                    name = name[len(prefix) :]
+            if name in wanted or any(name.endswith("/" + f) for f in wanted):
+                found.append(f"{name}: {m.group('text')}")
+    return found
+
+
+def compile_warnings(src: Path, out: Path, fragments: list[str], files: list[str]) -> list[str]:
+    """Recompile the objects of FILES (.c) with W=1 and return their warnings.
+
+    The normal build compiles a file only when it changed, so its log says
+    nothing about an unchanged parent; this asks both sides the same way.
+    """
+    objects = [f[:-2] + ".o" for f in files if f.endswith(".c")]
+    objects = [o for o in objects if (out / o).exists()]  # built in this configuration
+    if not objects:
+        return []
+    for obj in objects:
+        (out / obj).unlink(missing_ok=True)
+    proc = subprocess.run([*make_command(src, out, fragments), "W=1", *objects], capture_output=True,
+                          text=True, errors="replace")  # fmt: skip
+    return warnings_in(proc.stdout + proc.stderr, files)
 
 
 STEP = re.compile(r"^  (CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|MODPOST|BTF|GEN|HDRINST)\b")

@@ -115,6 +115,24 @@ def cmd_bench(args) -> int:
     return bench.main(args)
 
 
+def cmd_series(args) -> int:
+    from host import series
+
+    return series.main(args)
+
+
+def cmd_bisect(args) -> int:
+    from host import bisection
+
+    return bisection.main(args)
+
+
+def cmd_bisect_step(args) -> int:
+    from host import bisection
+
+    return bisection.step_main(args)
+
+
 COMMANDS = {
     "setup": cmd_setup,
     "run": cmd_run,
@@ -124,6 +142,9 @@ COMMANDS = {
     "shell": cmd_shell,
     "bench": cmd_bench,
     "build-kernel": cmd_build_kernel,
+    "series": cmd_series,
+    "bisect": cmd_bisect,
+    "bisect-step": cmd_bisect_step,
 }
 
 

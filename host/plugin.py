@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from host import kmsg, splat
-from host.errors import LabError
+from host.errors import BootError, LabError
 from host.guest import Guest
 from host.ssh import GuestTimeout
 
@@ -76,6 +76,9 @@ class Lab:
         self.coverage = config.getoption("coverage")
         self.coverage_summary = ""
         self.closed = False
+        # nodeid -> {"outcome", "message"}: what series and bisect read (run.json)
+        self.outcomes: dict[str, dict] = {}
+        self.boot_failure: dict | None = None
 
     def resolve(self) -> None:
         from host import image, kernel
@@ -162,6 +165,25 @@ class Lab:
         (folder / "dmesg.txt").write_text(dmesg + "\n")
         (folder / "console.txt").write_text(console)
         return dmesg, console, crashed
+
+    def boot_failed(self, exc: LabError) -> None:
+        """Stop the run: the kernel did not boot (BootError) or the lab failed."""
+        kind = "kernel" if isinstance(exc, BootError) else "lab"
+        self.boot_failure = {"kind": kind, "message": str(exc)}
+        self.write_run_json()
+        pytest.exit(f"zcrx-lab: {exc}", returncode=3)
+
+    def write_run_json(self) -> None:
+        info = {"kernel": self.spec, "release": self.kernel.release if self.kernel else None,
+                "accel": self.vm.accel if self.vm else None, "boot_seconds": self.boot_times,
+                "splats": self.charged,
+                "boot_splats": [str(s) for s in self.boot_splats],
+                "boot_failure": self.boot_failure,
+                "coverage": self.coverage_summary or None,
+                "tests": self.outcomes}  # fmt: skip
+        if self.image and self.spec == "default":
+            info["debian_package"] = self.image.package_version
+        (self.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
 
     def _say(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -251,7 +273,7 @@ def _kernel_recorded(lab, record_testsuite_property) -> None:
     try:
         lab.ensure_vm()
     except LabError as exc:
-        pytest.exit(f"zcrx-lab: {exc}", returncode=3)
+        lab.boot_failed(exc)
     record_testsuite_property("kernel", lab.kernel.spec)
     record_testsuite_property("kernel_release", lab.kernel.release)
     if lab.image and lab.spec == "default":
@@ -279,7 +301,7 @@ def guest(lab, _kernel_recorded) -> Guest:
     try:
         vm = lab.ensure_vm()
     except LabError as exc:
-        pytest.exit(f"zcrx-lab: {exc}", returncode=3)
+        lab.boot_failed(exc)
     return Guest(vm, lab.timeout())
 
 
@@ -312,6 +334,38 @@ def pytest_runtest_call(item):
     return result
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each test's outcome, for run.json: setup/teardown errors count as "error"."""
+    report = yield
+    lab = item.config.stash.get(_LAB_KEY, None)
+    if lab is not None:
+        _record_outcome(lab, report)
+    return report
+
+
+def _record_outcome(lab: Lab, report) -> None:
+    previous = lab.outcomes.get(report.nodeid, {}).get("outcome")
+    if hasattr(report, "wasxfail"):
+        outcome = "xfailed" if report.skipped else "xpassed"
+    elif report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+    elif report.skipped:
+        outcome = "skipped"
+    elif report.when == "call":
+        outcome = "passed"
+    else:
+        return  # a passing setup or teardown says nothing new
+    if previous in ("failed", "error") and outcome in ("passed", "skipped"):
+        return  # a failed call stays failed whatever its teardown did
+    message = ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        message = str(report.longrepr[2])  # (file, line, "Skipped: reason")
+    elif report.failed:
+        message = report.longreprtext or ""
+    lab.outcomes[report.nodeid] = {"outcome": outcome, "message": message[-4000:]}
+
+
 def pytest_terminal_summary(terminalreporter, config):
     lab: Lab = config.stash.get(_LAB_KEY, None)
     if lab is None:
@@ -320,14 +374,8 @@ def pytest_terminal_summary(terminalreporter, config):
     if lab.kernel:
         boots = ", ".join(f"{t:.1f}" for t in lab.boot_times)
         write(f"zcrx-lab: kernel {lab.kernel.describe()}; boots to SSH: {boots or 'none'} s")
-        info = {"kernel": lab.kernel.spec, "release": lab.kernel.release,
-                "accel": lab.vm.accel if lab.vm else None, "boot_seconds": lab.boot_times,
-                "splats": lab.charged,
-                "boot_splats": [str(s) for s in lab.boot_splats],
-                "coverage": lab.coverage_summary or None}  # fmt: skip
-        if lab.image and lab.spec == "default":
-            info["debian_package"] = lab.image.package_version
-        (lab.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    if lab.kernel or lab.outcomes:
+        lab.write_run_json()
     if lab.coverage_summary:
         write(f"zcrx-lab: {lab.coverage_summary}")
     for nodeid, heads in lab.charged.items():

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from host.accel import pick_accel
-from host.errors import LabError
+from host.errors import BootError, LabError
 from host.initramfs import initramfs
 from host.ssh import GuestTimeout, Result, Ssh
 from qemu.machine import ARCHES, MachineSpec
@@ -111,8 +111,11 @@ class VM:
             self.ssh.connect(start + BOOT_TIMEOUT[self.accel], self.alive)
         except LabError as exc:
             qemu_said = self._qemu_output()
+            # QEMU failing before the kernel said a word (bad option, no
+            # memory) is the lab's failure; anything else is the kernel's.
+            qemu_failed = self.proc.poll() not in (None, 0) and not self.console_log.stat().st_size
             self.kill()
-            raise LabError(
+            raise (LabError if qemu_failed else BootError)(
                 f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
                 f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
             ) from None

@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,12 +140,14 @@ def parse_input(tree: Path, spec: str) -> SeriesInput:
     raise LabError(f"{spec!r}: not a file, a directory of patches, a BASE..HEAD range or a message id")
 
 
-def fetch_msgid(msgid: str, where: Path) -> Path:
-    """`b4 am` the thread of MSGID into WHERE; the mbox it wrote."""
-    b4 = shutil.which("b4") or str(Path(os.sys.executable).with_name("b4"))
+def fetch_msgid(msgid: str, where: Path, mailbox: Path | None = None) -> Path:
+    """`b4 am` the thread of MSGID (from lore, or from the local MAILBOX) into WHERE;
+    the mbox it wrote."""
+    b4 = shutil.which("b4") or str(Path(sys.executable).with_name("b4"))
     if not os.path.exists(b4):
-        raise LabError("b4 is not installed (pip install b4, or run `python3 -m host setup`)")
-    proc = subprocess.run([b4, "-q", "am", "-o", str(where), msgid], capture_output=True, text=True)
+        raise LabError("b4 is not installed (it comes with `python3 -m host setup`)")
+    local = ["-m", str(mailbox)] if mailbox else []
+    proc = subprocess.run([b4, "-q", "am", *local, "-o", str(where), msgid], capture_output=True, text=True)
     boxes = sorted(where.glob("*.mbx"))
     if proc.returncode != 0 or not boxes:
         said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()

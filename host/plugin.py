@@ -28,7 +28,7 @@ MARKERS = {
     "traffic": "real TCP from the host (scapy) over the multi-queue NIC",
     "teardown": "process crash / teardown behaviour",
     "faults": "zcnic fault injection",
-    "slow": "takes over a minute under TCG",
+    "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes the guest to check the harness (--crash-selftest)",
 }
 

@@ -141,6 +141,7 @@ class Series:
         self.records = [CommitRecord(0, base.sha, base.subject)]
         self.records += [CommitRecord(i, c.sha, c.subject) for i, c in enumerate(commits, 1)]
         self.known: dict[str, dict[int, TestResult]] = {}  # test -> commit index -> result
+        self.built: dict[int, bool] = {}  # commit index -> built (the parent's warnings need it)
         self.testable: dict[int, bool] = {}  # commit index -> built and booted
         self.boot_splats: dict[int, list[str]] = {}
         self.preexisting: dict[str, str] = {}
@@ -164,7 +165,7 @@ class Series:
             start = time.monotonic()
             self.say(f"[series] {rec.index}/{n} {rec.sha[:12]} {rec.subject}")
             files = gitwork.touched_files(self.wt.path, rec.sha)
-            before = self.lab.warnings(files) if self.testable.get(rec.index - 1) else None
+            before = self.lab.warnings(files) if self.built.get(rec.index - 1) else None
             self.wt.checkout(rec.sha)
             check = self.lab.checkpatch(rec.sha)
             rec.checkpatch, rec.checkpatch_issues = check.summary(), check.issues[:20]
@@ -185,6 +186,7 @@ class Series:
         b = self.lab.build(rec.sha, self._dir(rec))
         rec.build_seconds, rec.compiled = b.seconds, b.compiled
         rec.build = "ok" if b.ok else f"failed: {b.error.splitlines()[0] if b.error else '?'}"
+        self.built[rec.index] = b.ok
         self.testable[rec.index] = False
 
     def _dir(self, rec: CommitRecord) -> Path:
@@ -380,6 +382,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("tests", nargs="*", default=None, help="test paths or ids (default: guest_tests)")
     p.add_argument("--tree", required=True, help="the kernel git tree (only read; work is in a worktree)")
     p.add_argument("--base", help="where patches are applied (default: the tree's HEAD)")
+    p.add_argument("--mailbox", help="with a message id: take the thread from this local mbox, not lore")
     p.add_argument("-m", dest="mark", help="pytest marker expression of the selection")
     p.add_argument("-k", dest="keyword", help="pytest -k expression of the selection")
     p.add_argument(
@@ -420,7 +423,8 @@ def main(args: list[str], lab_factory=None, say=print) -> int:
         tempfile.TemporaryDirectory(prefix="zcrx-lab-series-") as tmp,
     ):
         wt.build_dir = build.build_dir_for(wt.path, fragments)
-        base, commits = prepare(wt, inp, opts.base, Path(tmp))
+        mailbox = cwd / opts.mailbox if opts.mailbox else None
+        base, commits = prepare(wt, inp, opts.base, Path(tmp), mailbox)
         say(f"[series] {len(commits)} commits on {base.sha[:12]} in worktree {wt.path}; results in {results}")
         lab = (lab_factory or (lambda w: KernelLab(w.path, w.build_dir, fragments, opts.jobs)))(wt)
         series = Series(wt, lab, base, commits, selection, results, quick, opts.every, opts.reruns, say)
@@ -441,7 +445,7 @@ def main(args: list[str], lab_factory=None, say=print) -> int:
     return rc
 
 
-def prepare(wt, inp: gitwork.SeriesInput, base_rev: str | None, tmp: Path):
+def prepare(wt, inp: gitwork.SeriesInput, base_rev: str | None, tmp: Path, mailbox: Path | None = None):
     """Check out BASE in the worktree and apply the patches; (BASE, commits)."""
     if inp.kind == "range":
         wt.create(inp.base)
@@ -449,7 +453,7 @@ def prepare(wt, inp: gitwork.SeriesInput, base_rev: str | None, tmp: Path):
         base_sha = inp.base
     else:
         base_sha = gitwork.rev(wt.tree, base_rev or "HEAD")
-        patches = inp.patches or [gitwork.fetch_msgid(inp.text, tmp)]
+        patches = inp.patches or [gitwork.fetch_msgid(inp.text, tmp, mailbox)]
         wt.create(base_sha)
         wt.apply(patches)
         commits = gitwork.commits(wt.path, base_sha, "HEAD")

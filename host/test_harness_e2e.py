@@ -6,6 +6,7 @@ panic charged to its test with the panic text while later tests still pass,
 results kept, and no QEMU process or tap left behind.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,9 @@ def test_kernel_that_does_not_boot_shows_console_tail(tmp_path):
     assert "did not boot to SSH" in out and "console tail" in out
     assert "Kernel panic" in out  # the tail says why
     assert (tmp_path / "results" / "console-boot1.log").stat().st_size > 0
+    # series and bisect charge this to the commit, not to the lab
+    failure = json.loads((tmp_path / "results" / "run.json").read_text())["boot_failure"]
+    assert failure["kind"] == "kernel" and "Kernel panic" in failure["message"]
     assert not leftovers(tmp_path / "results")
 
 

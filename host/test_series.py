@@ -195,6 +195,23 @@ def test_mbox_and_patch_directory_apply_on_base(tmp_path):
     assert worktrees_left(tree) == []
 
 
+def test_a_message_id_is_taken_with_b4_from_a_local_mailbox(tmp_path):
+    bad = {"tests": {**OK["tests"], A: "failed"}}
+    shas = make_repo(tmp_path / "t", [OK, OK, bad])
+    tree = tmp_path / "t"
+    mbox = git(tree, "format-patch", "--thread", "--cover-letter", "--stdout", f"{shas[0]}..{shas[2]}")
+    (tmp_path / "thread.mbox").write_text(mbox)
+    cover = (
+        next(ln for ln in mbox.splitlines() if ln.lower().startswith("message-id:")).split(":", 1)[1].strip()
+    )
+    git(tree, "reset", "-q", "--hard", shas[0])
+    rc, report, _ = run(tree, cover, "--mailbox", "thread.mbox")
+    assert rc == 1
+    assert [c["subject"] for c in report["commits"]] == ["change 1", "change 2"]
+    with pytest.raises(LabError, match="b4 am"):
+        run(tree, "<no-such-message@example.org>", "--mailbox", "thread.mbox", results=tmp_path / "r2")
+
+
 def test_a_patch_that_does_not_apply_stops_with_gits_message(tmp_path):
     shas = make_repo(tmp_path / "t", [OK, OK])
     tree = tmp_path / "t"

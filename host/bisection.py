@@ -171,7 +171,7 @@ def step_parser() -> argparse.ArgumentParser:
 
 
 def step_main(args: list[str], lab_factory=None) -> int:
-    opts = step_parser().parse_args(args)
+    opts = step_parser().parse_intermixed_args(args)
     try:
         tree = gitwork.toplevel(Path(gitwork.user_cwd()) / opts.tree)
         results = Path(opts.results_dir or REPO / "results" / "bisect-steps")
@@ -225,7 +225,7 @@ def _state_file(tree: Path) -> Path:
 
 
 def main(args: list[str], step_command: list[str] | None = None, lab_factory=None, say=print) -> int:
-    opts = parser().parse_args(args)
+    opts = parser().parse_intermixed_args(args)
     cwd = Path(gitwork.user_cwd())
     resuming = opts.resume
     if resuming:
@@ -236,7 +236,7 @@ def main(args: list[str], step_command: list[str] | None = None, lab_factory=Non
         if not state_file.exists():
             raise LabError(f"no interrupted bisect of {tree} to resume")
         state = json.loads(state_file.read_text())
-        opts = parser().parse_args(state["args"])
+        opts = parser().parse_intermixed_args(state["args"])
         results = Path(state["results"])
     else:
         if not (opts.tree and opts.good and opts.bad):

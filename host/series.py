@@ -403,7 +403,7 @@ def main(args: list[str], lab_factory=None, say=print) -> int:
     from host import build
     from host.steps import KernelLab
 
-    opts = parser().parse_args(args)
+    opts = parser().parse_intermixed_args(args)
     cwd = Path(gitwork.user_cwd())
     tree = gitwork.toplevel(cwd / Path(opts.tree).expanduser())
     spec = opts.input if not Path(cwd / opts.input).exists() else str(cwd / opts.input)

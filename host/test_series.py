@@ -354,3 +354,10 @@ def test_input_kinds(tmp_path):
     assert gitwork.parse_input(tree, f"{shas[0]}..HEAD").head == shas[1]
     msgid = gitwork.parse_input(tree, "<20261130.1234-1-dev@kernel.org>")
     assert (msgid.kind, msgid.text) == ("msgid", "20261130.1234-1-dev@kernel.org")
+
+
+def test_test_paths_and_options_mix_in_any_order(tmp_path):
+    shas = make_repo(tmp_path / "t", [OK, OK])
+    rc, report, _ = run(tmp_path / "t", f"{shas[0]}..{shas[1]}", A, "--reruns", "1", C, "--every")
+    assert rc == 0
+    assert report["selection"] == [A, C] and report["base"]["counts"] == {"passed": 2}

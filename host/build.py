@@ -151,21 +151,26 @@ def build_tree(src: Path, out: Path, fragments: list[str], jobs: int | None = No
 WARNING = re.compile(r"^(?P<file>[^\s:]+):\d+:(?:\d+:)? warning: (?P<text>.*)$")
 
 
-def warnings_in(log: str, files: list[str]) -> list[str]:
-    """Compiler warnings located in FILES, as 'file: text' (line numbers dropped: a
-    patch moves lines, and a warning that only moved is not new)."""
+def warnings_in(log: str, files: list[str], src: Path | None = None) -> list[str]:
+    """Compiler warnings located in FILES (relative to SRC), as 'file: text' (line
+    numbers dropped: a patch moves lines, and a warning that only moved is not new)."""
     wanted = set(files)
     found = []
     for line in log.splitlines():
         m = WARNING.match(line.strip())
-        if m:
-            name = os.path.normpath(m.group("file"))
-            for prefix in ("../", "./"):
-                while name.startswith(prefix):
-                    name = name[len(prefix) :]
-            if name in wanted or any(name.endswith("/" + f) for f in wanted):
-                found.append(f"{name}: {m.group('text')}")
+        if not m:
+            continue
+        name = os.path.normpath(m.group("file"))
+        if src and os.path.isabs(name) and name.startswith(f"{src}/"):
+            name = name[len(str(src)) + 1 :]
+        while name.startswith("../"):
+            name = name[3:]
+        if name in wanted:
+            found.append(f"{name}: {m.group('text').translate(QUOTES)}")
     return found
+
+
+QUOTES = str.maketrans("\u2018\u2019", "''")  # gcc's typographic quotes
 
 
 def compile_warnings(src: Path, out: Path, fragments: list[str], files: list[str]) -> list[str]:
@@ -182,7 +187,7 @@ def compile_warnings(src: Path, out: Path, fragments: list[str], files: list[str
         (out / obj).unlink(missing_ok=True)
     proc = subprocess.run([*make_command(src, out, fragments), "W=1", *objects], capture_output=True,
                           text=True, errors="replace")  # fmt: skip
-    return warnings_in(proc.stdout + proc.stderr, files)
+    return warnings_in(proc.stdout + proc.stderr, files, src)
 
 
 STEP = re.compile(r"^  (CC|AS|LD|AR|HOSTCC|HOSTLD|OBJCOPY|MODPOST|BTF|GEN|HDRINST)\b")

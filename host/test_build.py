@@ -1,5 +1,7 @@
 """Kernel config fragments and the check that follows olddefconfig."""
 
+from pathlib import Path
+
 from host import build
 from host.kernel import parse_config
 
@@ -56,3 +58,21 @@ def test_make_failure_names_the_compiler_error(tmp_path):
     cmd = ["sh", "-c", "echo '  CC      nic/zcnic.o'; echo 'nic/zcnic.c:12:1: error: expected ;'; exit 2"]
     with pytest.raises(LabError, match=r"make failed \(exit 2\): nic/zcnic.c:12:1: error: expected ;"):
         build._make_with_progress(cmd, tmp_path / "build.log")
+
+
+def test_warnings_in_touched_files_from_a_real_w1_compile():
+    # gcc 12 on io_uring/zcrx.c of e2e_tree.py's fourth commit, O= build of a worktree
+    wt = "/root/.cache/zcrx-lab/worktrees/linux-dd81a3df9e65"
+    log = (
+        "  CC      io_uring/zcrx.o\n"
+        f"{wt}/io_uring/zcrx.c: In function ‘io_register_zcrx’:\n"
+        f"{wt}/io_uring/zcrx.c:1012:13: warning: unused variable ‘rounded’ [-Wunused-variable]\n"
+        "../io_uring/rsrc.c:10:5: warning: no previous prototype for ‘f’ [-Wmissing-prototypes]\n"
+    )
+    src = Path(wt)
+    assert build.warnings_in(log, ["io_uring/zcrx.c"], src) == [
+        "io_uring/zcrx.c: unused variable 'rounded' [-Wunused-variable]"
+    ]
+    assert build.warnings_in(log, ["io_uring/rsrc.c"], src) == [
+        "io_uring/rsrc.c: no previous prototype for 'f' [-Wmissing-prototypes]"
+    ]

@@ -14,6 +14,8 @@ import json
 
 import pytest
 
+from host.guest import GuestEnv
+
 SCN = "scenarios.zcnic:"
 TEARDOWN = "ip link del zc0 2>/dev/null; ip link del veth0 2>/dev/null; ip netns del remote 2>/dev/null; true"
 
@@ -80,3 +82,9 @@ class Cache:
 @pytest.fixture(scope="session")
 def nic_cached() -> Cache:
     return Cache()
+
+
+@pytest.fixture
+def nodev(guest) -> GuestEnv:
+    """The guest's NodevEnv (guest_tests/lib/env.py), for in_guest tests."""
+    return GuestEnv("nodev")

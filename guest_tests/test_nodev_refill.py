@@ -1,49 +1,88 @@
 """Refill ring of a NODEV ifq: returns, wraps, invalid entries, double returns,
-corrupted head/tail, FLUSH_RQ.
+corrupted head/tail, FLUSH_RQ. Runs in the guest (guest_tests/agent.py).
 
-Method (scenarios/nodev.py): an 8-buffer area is drained until RECV_ZC ends with
--ENOMEM, so the user holds every buffer; crafted refill entries are flushed; a new
-RECV_ZC then counts how many distinct buffers the kernel can hand out again.
+Method: an 8-buffer area is drained until RECV_ZC ends with -ENOMEM, so the user
+holds every buffer; crafted refill entries are flushed; a new RECV_ZC then counts
+how many distinct buffers the kernel can hand out again.
 """
 
 import errno
 
 import pytest
 
-pytestmark = pytest.mark.nodev
+from guest_tests.lib.env import buffers
+from guest_tests.zcrx import PAGE_SIZE
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.util import RecvResult, Sender, pattern, recv_zc
 
-SCN = "scenarios.nodev:"
+pytestmark = [pytest.mark.nodev, pytest.mark.in_guest]
+PAGES = 8
 
 
-def refill(guest, kind):
-    res = guest.call(SCN + "refill_entries", kind=kind)
-    first = res["exhaust1"]
-    assert first["niovs"] == 8 and first["final"]["res"] == -errno.ENOMEM, first
-    assert res["intact"], "payload corrupted"
-    return res
+def drained(nodev, pages=PAGES, rounds=16):
+    """A stream whose RECV_ZC ran the PAGES-buffer area dry: the user holds every buffer."""
+    ring = nodev.ring(16, cq_entries=256)
+    zcrx = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=16)
+    stream = nodev.stream(ring, zcrx, pages * PAGE_SIZE * rounds)
+    held = stream.receive()
+    assert buffers(held) == pages and stream.ran_dry(), stream.final
+    return zcrx, stream, held
+
+
+def entries_for(kind, zcrx, held):
+    """(off, len, pad) refill entries of each case, built from the held buffers."""
+    token = zcrx.areas[0].token
+    first, second = sorted({c.zc_off >> 12 << 12 for c in held})[:2]
+    in_area = first & ~U.IORING_ZCRX_AREA_MASK
+    return {
+        "valid": [(first, PAGE_SIZE, 0)],
+        "all": [(c.zc_off, c.res, 0) for c in held],
+        "misaligned": [(first + 100, PAGE_SIZE, 0)],
+        "len_0": [(first, 0, 0)],
+        "len_huge": [(first, 0xFFFFFFFF, 0)],
+        "outside_area": [(token + PAGES * PAGE_SIZE, PAGE_SIZE, 0), (first, PAGE_SIZE, 0)],
+        # 2**44 + second: outside the area, but (off >> 12) truncated to 32 bits is `second`
+        "far_outside_area": [
+            (token + (1 << 44) + (second & ~U.IORING_ZCRX_AREA_MASK), PAGE_SIZE, 0),
+            (first, PAGE_SIZE, 0),
+        ],
+        "wrong_area_token": [((5 << 48) | in_area, PAGE_SIZE, 0), (first, PAGE_SIZE, 0)],
+        "pad_nonzero": [(first, PAGE_SIZE, 1), (second, PAGE_SIZE, 0)],
+        "double_return": [(first, PAGE_SIZE, 0), (first, PAGE_SIZE, 0)],
+    }[kind]
 
 
 @pytest.mark.parametrize(
     "kind,freed",
     [("valid", 1), ("all", 8), ("misaligned", 1), ("len_0", 1), ("len_huge", 1)],
 )
-def test_refill_returns_buffers(guest, kind, freed):
+def test_refill_returns_buffers(nodev, kind, freed):
     """Entries pointing into a held buffer return it; rqe.len and the offset inside the
     buffer are not checked (7.3: only off >> niov_shift matters)."""
-    res = refill(guest, kind)
-    assert res["head_after_flush1"] == res["tail"] == res["n_entries"], res
-    assert res["exhaust2"]["niovs"] == freed, res["exhaust2"]
-    assert res["exhaust2"]["final"]["res"] == -errno.ENOMEM
+    zcrx, stream, held = drained(nodev)
+    entries = entries_for(kind, zcrx, held)
+    for entry in entries:
+        zcrx.refill(*entry)
+    zcrx.flush()
+    assert zcrx.head == zcrx.tail == len(entries)
+    again = stream.receive(timeout=5)
+    assert buffers(again) == freed and stream.ran_dry(), stream.final
+    assert stream.intact(), "payload corrupted"
 
 
 @pytest.mark.parametrize("kind", ["outside_area", "wrong_area_token", "pad_nonzero"])
-def test_invalid_refill_entry_returns_nothing(guest, kind):
+def test_invalid_refill_entry_returns_nothing(nodev, kind):
     """An invalid entry is consumed without returning a buffer; the valid entry after it
     returns exactly one. (7.3: FLUSH_RQ stops its batch at the invalid entry, so the
     valid one may need a second FLUSH_RQ; both flushes are done here.)"""
-    res = refill(guest, kind)
-    assert res["head_after_flush2"] == res["tail"] == 2, res
-    assert res["exhaust2"]["niovs"] == 1, res["exhaust2"]
+    zcrx, stream, held = drained(nodev)
+    for entry in entries_for(kind, zcrx, held):
+        zcrx.refill(*entry)
+    zcrx.flush()
+    zcrx.flush()
+    assert zcrx.head == zcrx.tail == 2
+    assert buffers(stream.receive(timeout=5)) == 1
+    assert stream.intact(), "payload corrupted"
 
 
 @pytest.mark.xfail(
@@ -51,38 +90,70 @@ def test_invalid_refill_entry_returns_nothing(guest, kind):
     reason="io_parse_rqe() stores (off & ~AREA_MASK) >> niov_shift in a 32-bit unsigned: "
     "offsets >= 2^44 inside area 0 alias a valid buffer instead of being rejected (7.3.4)",
 )
-def test_refill_offset_far_outside_area_rejected(guest):
-    res = refill(guest, "far_outside_area")
-    assert res["exhaust2"]["niovs"] == 1, res
+def test_refill_offset_far_outside_area_rejected(nodev):
+    zcrx, stream, held = drained(nodev)
+    for entry in entries_for("far_outside_area", zcrx, held):
+        zcrx.refill(*entry)
+    zcrx.flush()
+    zcrx.flush()
+    assert buffers(stream.receive(timeout=5)) == 1
 
 
-def test_double_return_ignored(guest):
+def test_double_return_ignored(nodev):
     """The same buffer twice: the second entry has no user reference left and is dropped."""
-    res = refill(guest, "double_return")
-    assert res["head_after_flush1"] == 2
-    assert res["exhaust2"]["niovs"] == 1
+    zcrx, stream, held = drained(nodev)
+    for entry in entries_for("double_return", zcrx, held):
+        zcrx.refill(*entry)
+    zcrx.flush()
+    assert zcrx.head == 2
+    assert buffers(stream.receive(timeout=5)) == 1
 
 
-def test_nodev_refill_needs_flush(guest):
+def test_nodev_refill_needs_flush(nodev):
     """NODEV has no page pool: refill entries are only consumed by ZCRX_CTRL_FLUSH_RQ."""
-    res = guest.call(SCN + "refill_not_consumed_without_flush")
-    assert res["head_before"] == 0 and res["tail"] == 8
-    assert res["exhaust2_without_flush"]["niovs"] == 0
-    assert res["exhaust2_without_flush"]["final"]["res"] == -errno.ENOMEM
-    assert res["head_after_recv"] == 0
-    assert res["head_after_flush"] == 8
-    assert res["exhaust3_after_flush"]["niovs"] == 8
-    assert res["intact"]
+    zcrx, stream, held = drained(nodev)
+    for cqe in held:
+        zcrx.refill_cqe(cqe)
+    assert (zcrx.head, zcrx.tail) == (0, PAGES)
+    without_flush = stream.receive(timeout=3)
+    assert buffers(without_flush) == 0 and stream.ran_dry(), stream.final
+    assert zcrx.head == 0, "a receive consumed refill entries"
+    zcrx.flush()
+    assert zcrx.head == PAGES
+    assert buffers(stream.receive(timeout=5)) == PAGES
+    assert stream.intact()
 
 
-def test_refill_ring_many_wraps(guest):
+def test_refill_ring_many_wraps(nodev):
     """A 4-entry refill ring wrapped >100 times over 2 MiB; every byte intact."""
-    res = guest.call(SCN + "refill_wraps", timeout=600)
-    assert res["match"] and res["bytes"] == 2 << 20, res
-    assert res["rq_entries"] == 4 and res["wraps"] > 100
-    assert res["head"] == res["tail"]
-    assert set(res["rearms"]) <= {-errno.ENOMEM}  # a 16-buffer area runs dry between flushes
-    assert res["final"]["res"] == 0
+    size = 2 << 20
+    ring = nodev.ring(16, cq_entries=1024)
+    zcrx = ring.register_zcrx(area_len=16 * PAGE_SIZE, rq_entries=4)
+    snd, rcv = nodev.tcp_pair(rcvbuf=64 * 1024)
+    data = pattern(size, seed=17)
+    sender = Sender(snd, data)
+    res: RecvResult = recv_zc(
+        ring, zcrx, rcv.fileno(), timeout=120, rearm_on_error=(-errno.ENOMEM, -errno.ENOSPC)
+    )
+    sender.join(10)
+    assert bytes(res.data) == data and len(res.data) == size
+    assert zcrx.rq_entries == 4 and zcrx.tail // zcrx.rq_entries > 100
+    assert zcrx.head == zcrx.tail
+    # a 16-buffer area runs dry between flushes: only -ENOMEM re-arms are expected
+    assert {c.res for c in res.others} <= {-errno.ENOMEM}
+    assert res.final.res == 0
+
+
+def _corrupt(zcrx, held, kind):
+    for cqe in held[:8]:
+        zcrx.refill_cqe(cqe)
+    if kind == "tail_far_ahead":
+        zcrx.ktail.value = zcrx.rq_tail = 1000
+    elif kind == "tail_behind_head":
+        zcrx.flush()
+        zcrx.ktail.value = zcrx.rq_tail = (zcrx.head - 3) & 0xFFFFFFFF
+    elif kind == "head_garbage":
+        zcrx.khead.value = 0xDEAD
 
 
 @pytest.mark.parametrize(
@@ -93,17 +164,31 @@ def test_refill_ring_many_wraps(guest):
         ("head_garbage", 8, 8),  # the kernel's cached head wins and is written back
     ],
 )
-def test_corrupted_refill_header(guest, kind, flush1, flush2):
-    res = guest.call(SCN + "refill_corrupt", kind=kind)
-    assert res["exhaust1"]["niovs"] == 8
-    assert (res["head_after_flush1"], res["head_after_flush2"]) == (flush1, flush2), res
-    # after resynchronising, all 8 buffers come back and data stays intact
-    assert res["exhaust2"]["niovs"] == 8 and res["intact"], res
+def test_corrupted_refill_header(nodev, kind, flush1, flush2):
+    zcrx, stream, held = drained(nodev, rounds=24)
+    _corrupt(zcrx, held, kind)
+    zcrx.flush()
+    assert zcrx.head == flush1
+    zcrx.flush()
+    assert zcrx.head == flush2
+    # resynchronise with the kernel's head: all 8 buffers come back, data stays intact
+    zcrx.ktail.value = zcrx.rq_tail = zcrx.head
+    for cqe in held:
+        zcrx.refill_cqe(cqe)
+    zcrx.flush()
+    assert buffers(stream.receive(timeout=5)) == PAGES and stream.intact()
 
 
-def test_flush_more_than_one_batch(guest):
+def test_flush_more_than_one_batch(nodev):
     """200 entries (> ZCRX_FLUSH_BATCH = 32) are all consumed by one FLUSH_RQ."""
-    res = guest.call(SCN + "flush_batches")
-    assert res["exhaust1"]["niovs"] == 200
-    assert res["head_after_flush"] == res["tail"] == 200
-    assert res["exhaust2"]["niovs"] == 200 and res["intact"]
+    pages = 200
+    ring = nodev.ring(16, cq_entries=1024)
+    zcrx = ring.register_zcrx(area_len=pages * PAGE_SIZE, rq_entries=256)
+    stream = nodev.stream(ring, zcrx, pages * PAGE_SIZE * 4)
+    held = stream.receive()
+    assert buffers(held) == pages
+    for cqe in held:
+        zcrx.refill_cqe(cqe)
+    zcrx.flush()
+    assert zcrx.head == zcrx.tail == pages
+    assert buffers(stream.receive(timeout=5)) == pages and stream.intact()

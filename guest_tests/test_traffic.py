@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from guest_tests.contract import TEST_MAC
 from host.traffic import TcpFlow
-from qemu.machine import TEST_MAC
 
 pytestmark = [pytest.mark.traffic, pytest.mark.zcnic]
 

@@ -1,12 +1,20 @@
-"""The `guest` a test talks to: shell commands and guest-side scenarios."""
+"""The `guest` a test talks to: shell commands, guest tests and scenarios."""
 
 import json
 import shlex
+from dataclasses import asdict, dataclass, field
 
-from host.ssh import Result
+from guest_tests.contract import AGENT, MARKER, TestAnswer, TestRequest
+from host.ssh import ChannelClosed, Result
 from host.vm import VM
 
-AGENT_MARKER = "@@zcrx-lab-result@@"
+
+@dataclass
+class GuestEnv:
+    """A host fixture's value that stands for a guest environment (guest_tests/lib/env.py)."""
+
+    name: str
+    settings: dict = field(default_factory=dict)
 
 
 class GuestCommandError(AssertionError):
@@ -33,17 +41,33 @@ class Guest:
             raise GuestCommandError(str(result))
         return result
 
+    def run_test(self, request: TestRequest, timeout: float | None = None) -> tuple[TestAnswer, str]:
+        """Run one guest test in the boot's agent (started on first use); (answer, its output)."""
+        agent = getattr(self.vm, "agent", None)
+        if agent is None or agent.boot != self.vm.boots or not agent.channel.alive():
+            agent = _Agent(self.vm.ssh.open(f"{AGENT} --serve"), self.vm.boots)
+            self.vm.agent = agent
+        try:
+            line = agent.channel.request(json.dumps(asdict(request)), MARKER, timeout or self.timeout)
+        except ChannelClosed as exc:
+            self.vm.agent = None
+            return TestAnswer("error", f"the guest agent died during this test: {exc}"), ""
+        return TestAnswer(**json.loads(line)), agent.channel.take_stderr()
+
     def call(self, target: str, timeout: float | None = None, **kwargs):
         """Run guest_tests/<module>:<function>(**kwargs) in the guest; return its value."""
-        cmd = (
-            "cd /lab && PYTHONDONTWRITEBYTECODE=1 exec python3 -m guest_tests.agent "
-            f"{shlex.quote(target)} {shlex.quote(json.dumps(kwargs))}"
-        )
+        cmd = f"{AGENT} {shlex.quote(target)} {shlex.quote(json.dumps(kwargs))}"
         result = self.sh(cmd, timeout=timeout)
-        _, marker, payload = result.stdout.rpartition(AGENT_MARKER)
+        _, marker, payload = result.stdout.rpartition(MARKER)
         if not marker:
             raise ScenarioError(f"scenario {target} gave no result\n{result}")
         answer = json.loads(payload)
         if not answer["ok"]:
             raise ScenarioError(f"scenario {target} raised {answer['error']}\n{answer['traceback']}")
         return answer["value"]
+
+
+@dataclass
+class _Agent:
+    channel: object  # host.ssh.Channel
+    boot: int

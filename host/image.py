@@ -29,6 +29,7 @@ PACKAGES = [
     "gcc-14", "make", "libc6-dev", "kmod", "iproute2", "ethtool", "python3",
     "openssh-server", "busybox", "procps", "iputils-ping", "ca-certificates",
     "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
+    "python3-pytest",  # in_guest tests: skips, xfails and rewritten assertions in the guest
 ]  # fmt: skip
 # From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
 # image pre-depends on and must come from the same suite.

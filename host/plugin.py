@@ -30,6 +30,7 @@ MARKERS = {
     "faults": "zcnic fault injection",
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes the guest to check the harness (--crash-selftest)",
+    "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",
 }
 
 
@@ -364,6 +365,41 @@ def _record_outcome(lab: Lab, report) -> None:
     elif report.failed:
         message = report.longreprtext or ""
     lab.outcomes[report.nodeid] = {"outcome": outcome, "message": message[-4000:]}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """An `in_guest` test: pytest chose its parameters and fixtures here; its body runs
+    in the guest's agent, with the guest environments its fixtures stand for."""
+    if pyfuncitem.get_closest_marker("in_guest") is None:
+        return None
+    from guest_tests.contract import TestRequest
+    from host.guest import GuestEnv
+
+    guest = pyfuncitem._request.getfixturevalue("guest")
+    params = pyfuncitem.callspec.params if hasattr(pyfuncitem, "callspec") else {}
+    request = TestRequest(pyfuncitem.module.__name__, pyfuncitem.originalname)
+    for name in pyfuncitem._fixtureinfo.argnames:
+        value = pyfuncitem.funcargs[name]
+        if isinstance(value, GuestEnv):
+            request.envs[name] = value.settings
+        elif name in params:
+            request.args[name] = value
+        else:
+            raise pytest.UsageError(
+                f"{pyfuncitem.nodeid}: fixture {name!r} lives on the host; "
+                "an in_guest test takes guest environments and parameters only"
+            )
+    answer, output = guest.run_test(request)
+    if output.strip():
+        pyfuncitem.add_report_section("call", "guest output", output)
+    if answer.outcome == "skipped":
+        pytest.skip(answer.message)
+    if answer.outcome != "passed":
+        where = answer.traceback.strip().splitlines()
+        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
+        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
+    return True
 
 
 def pytest_terminal_summary(terminalreporter, config):

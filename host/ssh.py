@@ -98,6 +98,17 @@ class Ssh:
             raise GuestTimeout(f"connection lost while running: {cmd} ({exc})") from None
         return Result(cmd, rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
+    def open(self, cmd: str) -> "Channel":
+        """CMD running in the guest with a line protocol on its stdin/stdout."""
+        if self.client is None:
+            raise GuestTimeout("not connected")
+        try:
+            chan = self.client.get_transport().open_session(timeout=10)
+            chan.exec_command(cmd)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise GuestTimeout(f"connection lost while starting: {cmd} ({exc})") from None
+        return Channel(chan, cmd)
+
     def close(self) -> None:
         if self.client:
             self.client.close()
@@ -106,3 +117,60 @@ class Ssh:
 
 def quote(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+class Channel:
+    """One long-running guest command: send a line, read lines back until one
+    starts with a prefix; its stderr is kept (the last 64 KiB) for error reports."""
+
+    def __init__(self, chan, cmd: str):
+        self.chan, self.cmd = chan, cmd
+        self.out, self.err = bytearray(), bytearray()
+
+    def alive(self) -> bool:
+        return not self.chan.closed and not self.chan.exit_status_ready()
+
+    def request(self, line: str, prefix: str, timeout: float) -> str:
+        """Send LINE; the first line back that starts with PREFIX (without it)."""
+        try:
+            self.chan.sendall(line.encode() + b"\n")
+            deadline = time.monotonic() + timeout
+            while True:
+                nl = self.out.find(b"\n")
+                if nl >= 0:
+                    got, self.out = bytes(self.out[:nl]).decode(errors="replace"), self.out[nl + 1 :]
+                    if got.startswith(prefix):
+                        return got[len(prefix) :]
+                    continue
+                if self.chan.recv_ready():
+                    self.out += self.chan.recv(65536)
+                elif self.chan.recv_stderr_ready():
+                    self.err = (self.err + self.chan.recv_stderr(65536))[-65536:]
+                elif self.chan.exit_status_ready() or self.chan.closed:
+                    status = self.chan.recv_exit_status()
+                    raise ChannelClosed(f"{self.cmd} exited ({status}): {self.stderr_tail()}")
+                elif time.monotonic() > deadline:
+                    self.chan.close()
+                    raise GuestTimeout(f"no answer in {timeout:.0f} s from {self.cmd}")
+                elif not self.chan.get_transport().is_active():
+                    raise GuestTimeout(f"connection lost while waiting for {self.cmd}")
+                else:
+                    time.sleep(0.002)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise GuestTimeout(f"connection lost while waiting for {self.cmd} ({exc})") from None
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return "\n".join(bytes(self.err).decode(errors="replace").splitlines()[-lines:])
+
+    def take_stderr(self) -> str:
+        while self.chan.recv_stderr_ready():
+            self.err = (self.err + self.chan.recv_stderr(65536))[-65536:]
+        text, self.err = bytes(self.err).decode(errors="replace"), bytearray()
+        return text
+
+    def close(self) -> None:
+        self.chan.close()
+
+
+class ChannelClosed(LabError):
+    """The guest command behind a Channel exited."""

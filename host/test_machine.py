@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from qemu.machine import CONTROL_MAC, X86_64, MachineSpec
+from guest_tests.contract import CONTROL_MAC
+from qemu.machine import X86_64, MachineSpec
 
 
 def spec(**kw) -> MachineSpec:

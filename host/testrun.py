@@ -42,7 +42,8 @@ class TestResult:
             return self.splats[0]
         lines = [ln.strip() for ln in self.message.splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("E ")]
-        return (errors[0][1:].strip() if errors else lines[-1] if lines else self.outcome)[:300]
+        # a traceback's first "E" line, or a message without traceback (pytrace=False)
+        return (errors[0][1:].strip() if errors else lines[0] if lines else self.outcome)[:300]
 
 
 @dataclass

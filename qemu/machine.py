@@ -10,8 +10,7 @@ The root is the cached image over 9p (read-only); the repository is shared at
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CONTROL_MAC = "52:54:00:12:34:01"
-TEST_MAC = "52:54:00:12:35:01"
+from guest_tests.contract import CONTROL_MAC, TEST_MAC
 
 
 @dataclass

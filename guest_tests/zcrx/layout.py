@@ -12,11 +12,11 @@ import shutil
 import subprocess
 import tempfile
 
+from guest_tests.contract import KERNEL_UAPI  # a tree's own `make headers` output
+
 from . import uapi
 
 HEADER = "linux/io_uring.h"
-# A from-source kernel's own `make headers` output, shared by the harness.
-KERNEL_UAPI = "/kernel-uapi"
 
 
 def header_dirs(release=None):

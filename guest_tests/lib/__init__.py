@@ -1,0 +1,6 @@
+"""The guest-side test library: environments (env.py), undo steps (defer.py).
+
+Modelled on the kernel's tools/testing/selftests/net/lib/py: a test takes an
+environment object, acts, registers each undo with `defer`, and checks, top to
+bottom in one function.
+"""

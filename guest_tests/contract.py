@@ -23,6 +23,7 @@ AGENT = f"cd {LAB} && PYTHONDONTWRITEBYTECODE=1 exec python3 -m guest_tests.agen
 
 @dataclass
 class TestRequest:
+    __test__ = False  # a message, not a pytest test class
     module: str  # guest_tests.test_nodev_setup
     function: str  # test_register_errno
     args: dict = field(default_factory=dict)  # the parameters pytest chose on the host
@@ -31,6 +32,7 @@ class TestRequest:
 
 @dataclass
 class TestAnswer:
+    __test__ = False
     outcome: str  # passed, failed, error, skipped
     message: str = ""
     traceback: str = ""

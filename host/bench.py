@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from host import zcnic
-from host.cli import _kernel
 from host.guest import Guest
+from host.kernel import provision
 from host.vm import VM
 
 
@@ -25,7 +25,7 @@ def main(args: list[str]) -> int:
     parser.add_argument("--size", type=int, default=8 << 20)
     parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args(args)
-    kernel, image = _kernel(opts.kernel)
+    kernel, image = provision(opts.kernel)
     ko = zcnic.build(kernel, image)
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-bench-") as tmp:
         (Path(tmp) / "zcnic.ko").write_bytes(ko.read_bytes())

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from host.cache import cache_root
 from host.errors import LabError
-from host.kernel import parse_config
+from host.kconfig import parse_config
 
 KCONFIGS = Path(__file__).resolve().parent.parent / "kconfigs"
 DEFAULT_FRAGMENTS = {"debug": ["base", "zcrx", "debug"], "tree": ["base", "zcrx"]}

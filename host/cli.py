@@ -11,13 +11,6 @@ from host.errors import LabError
 from host.setup import REPO
 
 
-def _kernel(spec: str) -> tuple[kernel.Kernel, image.GuestImage]:
-    if spec not in ("default", "debug"):
-        kernel.resolve(spec, None)  # a bad path fails before the image is built
-    img = image.guest_image()
-    return kernel.resolve(spec, img), img
-
-
 def cmd_setup(_args) -> int:
     img = image.guest_image()
     print(f"zcrx-lab: ready: guest image {img.root.parent.name}, default kernel {img.kernel_version}")
@@ -42,7 +35,7 @@ def cmd_test(args) -> int:
 def cmd_check_kernel(args) -> int:
     if len(args) != 1:
         raise LabError("usage: check-kernel KERNEL")
-    k, _ = _kernel(args[0])
+    k, _ = kernel.provision(args[0])
     print(f"zcrx-lab: kernel {k.describe()} has every option the lab needs")
     return 0
 
@@ -53,7 +46,7 @@ def _booted(spec: str):
     that goes with it (pytest runs keep theirs in the results directory)."""
     from host.vm import VM
 
-    k, img = _kernel(spec)
+    k, img = kernel.provision(spec)
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-boot-") as tmp:
         vm = VM(k, img, Path(tmp))
         try:

@@ -10,12 +10,12 @@ anything boots, so a bad kernel costs a one-line error, not a hung VM.
 """
 
 import gzip
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 from host.errors import LabError
+from host.kconfig import parse_config
 
 # Options the lab needs, and why. Modules are fine where the kernel comes with
 # its modules directory (they go into the initramfs); otherwise built-in.
@@ -64,15 +64,6 @@ class Kernel:
         return None
 
 
-def parse_config(text: str) -> dict[str, str]:
-    config = {}
-    for line in text.splitlines():
-        m = re.match(r"^CONFIG_(\w+)=(.*)$", line)
-        if m:
-            config[m.group(1)] = m.group(2)
-    return config
-
-
 def bzimage_release(path: Path) -> str:
     """The release string of a bzImage, or a LabError if it is not one."""
     try:
@@ -116,6 +107,16 @@ def _gzip_members(data: bytes):
         pos = data.find(b"\x1f\x8b\x08", pos + 1)
         if pos > 4 << 20:
             break
+
+
+def provision(spec: str):
+    """(Kernel, GuestImage) for a --kernel value; a bad path fails before the image is built."""
+    from host import image
+
+    if spec not in ("default", "debug"):
+        resolve(spec, None)
+    img = image.guest_image()
+    return resolve(spec, img), img
 
 
 def resolve(spec: str, image, coverage: bool = False) -> Kernel:

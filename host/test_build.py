@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from host import build
-from host.kernel import parse_config
+from host.kconfig import parse_config
 
 
 def test_fragments_parse_and_later_ones_win(tmp_path, monkeypatch):

@@ -4,12 +4,12 @@ import shutil
 
 import pytest
 
-from host import kernel
+from host import kconfig, kernel
 from host.errors import LabError
 
 
 def test_parse_config():
-    cfg = kernel.parse_config('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_D="x y"\n')
+    cfg = kconfig.parse_config('CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\nCONFIG_D="x y"\n')
     assert cfg == {"A": "y", "C": "m", "D": '"x y"'}
 
 

@@ -16,7 +16,7 @@ import time
 
 from guest_tests.zcrx import PAGE_SIZE, Mem, Ring, ZcrxArgs, layout
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.ring import MAP_SHARED, PROT_READ, libc, mmap, munmap
+from guest_tests.zcrx.mem import MAP_SHARED, PROT_READ, libc, mmap, munmap
 from guest_tests.zcrx.util import (
     CAP_NET_ADMIN,
     EndlessSender,

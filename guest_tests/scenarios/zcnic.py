@@ -28,7 +28,7 @@ import time
 
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.ring import libc
+from guest_tests.zcrx.mem import libc
 from guest_tests.zcrx.util import (
     errno_of,
     give_back,

@@ -13,6 +13,7 @@ Syscall failures raise OSError with the kernel's errno.
 
 from . import uapi
 from .ifq import Area, Zcrx, ZcrxArgs
-from .ring import PAGE_SIZE, Cqe, Mem, Ring
+from .mem import PAGE_SIZE, Mem
+from .ring import Cqe, Ring
 
 __all__ = ["uapi", "Area", "Zcrx", "ZcrxArgs", "PAGE_SIZE", "Cqe", "Mem", "Ring"]

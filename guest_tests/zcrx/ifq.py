@@ -3,7 +3,7 @@
 import ctypes
 
 from . import uapi as U
-from .ring import MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, Mem, align_up, mmap, munmap
+from .mem import MAP_POPULATE, MAP_SHARED, PAGE_SIZE, PROT_READ, PROT_WRITE, Mem, align_up, mmap, munmap
 
 RQ_HDR_RESERVE = PAGE_SIZE  # head/tail live in the first bytes; rqes start at offsets.rqes
 

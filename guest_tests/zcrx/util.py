@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from .ring import PAGE_SIZE, libc, oserror
+from .mem import PAGE_SIZE, libc, oserror
 
 # --- payloads and sockets
 

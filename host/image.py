@@ -9,6 +9,7 @@ package list, the kernel version trixie-backports offers and this builder.
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -144,15 +145,11 @@ def _chroot(rootfs: Path, script: str, log) -> None:
     """
     wrapped = (
         f"mount --bind /dev {rootfs}/dev && mount -t proc proc {rootfs}/proc && "
-        f"mount -t sysfs sys {rootfs}/sys && exec chroot {rootfs} /bin/sh -ec " + _quote(script)
+        f"mount -t sysfs sys {rootfs}/sys && exec chroot {rootfs} /bin/sh -ec " + shlex.quote(script)
     )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8",
                PATH="/usr/sbin:/usr/bin:/sbin:/bin")  # fmt: skip
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", wrapped], log, env=env)
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def _remove_stale(tmp: Path) -> None:
@@ -251,7 +248,7 @@ def build_in_image(image: GuestImage, files: dict[str, bytes], command: str, pro
             (upper / name).write_bytes(data)
         script = (
             f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
-            f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {_quote(command)}"
+            f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {shlex.quote(command)}"
         )
         env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
         proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],

@@ -1,7 +1,6 @@
 """The control channel: paramiko over QEMU's loopback-only port forward."""
 
 import logging
-import shlex
 import socket
 import time
 from dataclasses import dataclass
@@ -113,10 +112,6 @@ class Ssh:
         if self.client:
             self.client.close()
             self.client = None
-
-
-def quote(args: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)
 
 
 class Channel:

@@ -150,10 +150,6 @@ class VM:
                 self.proc.stdout.close()
         _live.discard(self)
 
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
     # -- guest I/O -------------------------------------------------------------
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
         return self.ssh.run(cmd, timeout=timeout, stdin=stdin)

@@ -170,11 +170,6 @@ class Ring:
             setattr(sqe, k, v)
         return sqe
 
-    def submit_nop(self, user_data=None):
-        sqe = self.prep(U.IORING_OP_NOP, user_data=user_data)
-        self.submit()
-        return sqe.user_data
-
     def submit_recv_zc(self, fd, zcrx_id, len=0, multishot=True, user_data=None, submit=True, **fields):
         """IORING_OP_RECV_ZC. len=0: unlimited; the kernel insists on multishot."""
         ioprio = fields.pop("ioprio", 0) | (U.IORING_RECV_MULTISHOT if multishot else 0)

@@ -1,7 +1,6 @@
 """Helpers for scenarios: loopback TCP, payload patterns, receive loop, pins, caps, fork."""
 
 import ctypes
-import errno
 import hashlib
 import json
 import os
@@ -344,6 +343,3 @@ def errno_of(fn, *args, **kw):
         return 0
     except OSError as e:
         return e.errno
-
-
-ERRNO_NAMES = {v: k for k, v in errno.errorcode.items()}

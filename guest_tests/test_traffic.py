@@ -23,10 +23,13 @@ def zc_on_eth1(guest, lab, zcnic_module):
     if not lab.vm.tap:
         pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
     guest.sh(f"lsmod | grep -q '^zcnic ' || insmod {zcnic_module}", check=True)
-    guest.sh("ip link set eth1 up && (ip link show zc0 >/dev/null 2>&1 || "
-             "ip link add zc0 link eth1 type zcnic) && "
-             f"ip addr replace {GUEST_IP}/24 dev zc0 && ip link set zc0 up && "
-             "ethtool -G zc0 tcp-data-split on", check=True)  # fmt: skip
+    guest.sh(
+        "ip link set eth1 up && (ip link show zc0 >/dev/null 2>&1 || "
+        "ip link add zc0 link eth1 type zcnic) && "
+        f"ip addr replace {GUEST_IP}/24 dev zc0 && ip link set zc0 up && "
+        "ethtool -G zc0 tcp-data-split on",
+        check=True,
+    )
     return lab.vm.tap
 
 
@@ -56,8 +59,9 @@ def test_zero_copy_on_bound_queue(guest, zc_on_eth1):
     rule = steer(guest, port, queue)
     data = random.randbytes(SIZE)
     try:
-        got, flow = send_while(guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive",
-                               ifname="zc0", queue=queue)  # fmt: skip
+        got, flow = send_while(
+            guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive", ifname="zc0", queue=queue
+        )
     finally:
         guest.sh(f"ethtool -N zc0 delete {rule}")
     assert got["bytes"] == SIZE
@@ -72,8 +76,9 @@ def test_copy_fallback_on_unbound_queue(guest, zc_on_eth1):
     rule = steer(guest, port, 2)  # the zcrx is bound to queue 1
     data = random.randbytes(SIZE // 4)
     try:
-        got, _ = send_while(guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive",
-                            ifname="zc0", queue=1)  # fmt: skip
+        got, _ = send_while(
+            guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive", ifname="zc0", queue=1
+        )
     finally:
         guest.sh(f"ethtool -N zc0 delete {rule}")
     size = len(data)

@@ -32,9 +32,24 @@ def kvm_openable() -> bool:
 def probe_kvm(qemu: str, kernel: Path) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-kvm-") as tmp:
         log = Path(tmp) / "console.log"
-        cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nographic",
-               "-nodefaults", "-no-reboot", "-kernel", str(kernel), "-serial", f"file:{log}",
-               "-append", "console=ttyS0 panic=-1 loglevel=3 rdinit=/nonexistent"]  # fmt: skip
+        cmd = [
+            qemu,
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "256",
+            "-nographic",
+            "-nodefaults",
+            "-no-reboot",
+            "-kernel",
+            str(kernel),
+            "-serial",
+            f"file:{log}",
+            "-append",
+            "console=ttyS0 panic=-1 loglevel=3 rdinit=/nonexistent",
+        ]
         start = time.monotonic()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_SECONDS)

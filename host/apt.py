@@ -52,21 +52,30 @@ class PrivateApt:
 
     def options(self) -> list[str]:
         return [
-            "-o", f"Dir::Etc::sourcelist={self.root / 'sources.list'}",
-            "-o", "Dir::Etc::sourceparts=-",
-            "-o", f"Dir::State::Lists={self.root / 'lists'}",
-            "-o", f"Dir::Cache::Archives={self.root / 'archives'}",
-            "-o", "Dir::State::status=/dev/null",
-            "-o", "APT::Sandbox::User=root",
-        ]  # fmt: skip
+            "-o",
+            f"Dir::Etc::sourcelist={self.root / 'sources.list'}",
+            "-o",
+            "Dir::Etc::sourceparts=-",
+            "-o",
+            f"Dir::State::Lists={self.root / 'lists'}",
+            "-o",
+            f"Dir::Cache::Archives={self.root / 'archives'}",
+            "-o",
+            "Dir::State::status=/dev/null",
+            "-o",
+            "APT::Sandbox::User=root",
+        ]
 
     def update(self) -> None:
         proc = subprocess.run(
             ["apt-get", *self.options(), "-q", "update"],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        failed = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines()
-                  if ln.startswith(("Err:", "E:"))]  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        failed = [
+            ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if ln.startswith(("Err:", "E:"))
+        ]
         if proc.returncode != 0 or failed:
             detail = failed[0] if failed else proc.stderr.strip().splitlines()[-1:]
             raise LabError(f"cannot reach the Debian archive {self.mirror}: {detail}")
@@ -75,8 +84,10 @@ class PrivateApt:
         """The version of PACKAGE that SUITE offers, or None."""
         out = subprocess.run(
             ["apt-cache", *self.options(), "madison", package],
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         for line in out.splitlines():
             fields = [f.strip() for f in line.split("|")]
             if len(fields) >= 3 and re.search(rf"\b{re.escape(suite)}/", fields[2]):

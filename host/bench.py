@@ -48,6 +48,8 @@ def main(args: list[str]) -> int:
         finally:
             vm.stop()
     recv, zc = statistics.median(rates["recv"]), statistics.median(rates["zcrx"])
-    print(f"{kernel.describe()} ({vm.accel}): median recv() {recv:.1f} MB/s, zcrx {zc:.1f} MB/s, "
-          f"zcrx/recv = {zc / recv:.2f}")  # fmt: skip
+    print(
+        f"{kernel.describe()} ({vm.accel}): median recv() {recv:.1f} MB/s, zcrx {zc:.1f} MB/s, "
+        f"zcrx/recv = {zc / recv:.2f}"
+    )
     return 0

@@ -78,8 +78,9 @@ def gcov_make_args(src: Path) -> list[str]:
     return [f"GCOV_PROFILE_{c.stem}.o=y" for c in sorted((src / "net/core").glob("*.c"))]
 
 
-def build(spec: str, fragments: list[str] | None = None, jobs: int | None = None,
-          coverage: bool = False) -> Path:  # fmt: skip
+def build(
+    spec: str, fragments: list[str] | None = None, jobs: int | None = None, coverage: bool = False
+) -> Path:
     """Build SPEC; returns the O= directory (bzImage and .config inside)."""
     fragments = fragment_list(spec, fragments, coverage)
     src, identity = _source(spec)
@@ -125,8 +126,16 @@ def build_tree(src: Path, out: Path, fragments: list[str], jobs: int | None = No
     if not (out / ".config").exists() or not stamp.exists() or stamp.read_text() != frag_text:
         _log(f"configuring {src} with {'+'.join(fragments)} into {out}")
         _check(make + ["allnoconfig"])
-        _check([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(out), str(out / ".config"),
-                *[str(KCONFIGS / f"{f}.config") for f in fragments]])  # fmt: skip
+        _check(
+            [
+                str(src / "scripts/kconfig/merge_config.sh"),
+                "-m",
+                "-O",
+                str(out),
+                str(out / ".config"),
+                *[str(KCONFIGS / f"{f}.config") for f in fragments],
+            ]
+        )
         _check(make + ["olddefconfig"])
         missing = dropped(parse_config((out / ".config").read_text()), wanted)
         if missing:
@@ -143,8 +152,10 @@ def build_tree(src: Path, out: Path, fragments: list[str], jobs: int | None = No
     # (usr/include) the guest checks the zcrx client's structs against.
     # Without -s, kbuild prints one line per step: the progress count.
     compiled = _make_with_progress([*make, f"-j{jobs}", "bzImage", "modules", "headers"], out / "build.log")
-    _log(f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s "
-         f"({compiled} files compiled)")  # fmt: skip
+    _log(
+        f"built {out / 'arch/x86/boot/bzImage'} in {time.monotonic() - start:.0f} s "
+        f"({compiled} files compiled)"
+    )
     return compiled
 
 
@@ -185,8 +196,12 @@ def compile_warnings(src: Path, out: Path, fragments: list[str], files: list[str
         return []
     for obj in objects:
         (out / obj).unlink(missing_ok=True)
-    proc = subprocess.run([*make_command(src, out, fragments), "W=1", *objects], capture_output=True,
-                          text=True, errors="replace")  # fmt: skip
+    proc = subprocess.run(
+        [*make_command(src, out, fragments), "W=1", *objects],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
     return warnings_in(proc.stdout + proc.stderr, files, src)
 
 
@@ -201,8 +216,9 @@ def _make_with_progress(cmd: list[str], log: Path, every: float = 15.0) -> int:
     last, latest = time.monotonic(), ""
     tty = sys.stderr.isatty()
     with open(log, "w") as f:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace")  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
         for line in proc.stdout:
             f.write(line)
             m = STEP.match(line)

@@ -51,8 +51,11 @@ def _booted(spec: str):
         vm = VM(k, img, Path(tmp))
         try:
             vm.start()
-            print(f"zcrx-lab: booted {k.describe()} ({vm.accel}: {vm.accel_reason}) "
-                  f"to SSH in {vm.boot_seconds:.1f} s", file=sys.stderr)  # fmt: skip
+            print(
+                f"zcrx-lab: booted {k.describe()} ({vm.accel}: {vm.accel_reason}) "
+                f"to SSH in {vm.boot_seconds:.1f} s",
+                file=sys.stderr,
+            )
             yield vm
         finally:
             vm.stop()
@@ -79,9 +82,21 @@ def cmd_shell(args) -> int:
             sys.stderr.write(result.stderr)
             return result.rc
         return subprocess.call(
-            ["ssh", "-q", "-t", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-i", str(vm.image.ssh_key), "-p", str(vm.ssh.port), "root@127.0.0.1"]
-        )  # fmt: skip
+            [
+                "ssh",
+                "-q",
+                "-t",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-i",
+                str(vm.image.ssh_key),
+                "-p",
+                str(vm.ssh.port),
+                "root@127.0.0.1",
+            ]
+        )
 
 
 def cmd_build_kernel(args) -> int:
@@ -91,10 +106,13 @@ def cmd_build_kernel(args) -> int:
 
     parser = argparse.ArgumentParser(prog="python3 -m host build-kernel")
     parser.add_argument("source", help="a kernel source tree, or 'debug' (Debian's linux-source)")
-    parser.add_argument("--fragments", help="comma-separated kconfigs/ fragments (default: "
-                        "base,zcrx for a tree, base,zcrx,debug for debug)")  # fmt: skip
-    parser.add_argument("--coverage", action="store_true",
-                        help="add kconfigs/coverage: gcov for io_uring/ and net/core/")  # fmt: skip
+    parser.add_argument(
+        "--fragments",
+        help="comma-separated kconfigs/ fragments (default: base,zcrx for a tree, base,zcrx,debug for debug)",
+    )
+    parser.add_argument(
+        "--coverage", action="store_true", help="add kconfigs/coverage: gcov for io_uring/ and net/core/"
+    )
     parser.add_argument("-j", type=int, dest="jobs")
     opts = parser.parse_args(args)
     fragments = opts.fragments.split(",") if opts.fragments else None

@@ -132,8 +132,7 @@ def report(coverage_dir: Path, boots: int) -> str:
         tracefiles.append(tracefile)
     if not tracefiles:
         raise LabError(f"no gcov data was collected from the guest ({boots} boots, all ended in a crash?)")
-    _run(["genhtml", "--quiet", "--output-directory", str(coverage_dir / "html"),
-          *map(str, tracefiles)], log)  # fmt: skip
+    _run(["genhtml", "--quiet", "--output-directory", str(coverage_dir / "html"), *map(str, tracefiles)], log)
     files = merge([parse_info(t.read_text()) for t in tracefiles])
     covered = f"{len(tracefiles)} of {boots} boots" if len(tracefiles) < boots else f"{boots} boots"
     return f"line coverage ({covered}): {summary(files)}; HTML: {coverage_dir / 'html/index.html'}"

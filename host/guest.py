@@ -34,8 +34,9 @@ class Guest:
     def release(self) -> str:
         return self.vm.kernel.release
 
-    def sh(self, cmd: str, check: bool = False, timeout: float | None = None,
-           stdin: bytes | None = None) -> Result:  # fmt: skip
+    def sh(
+        self, cmd: str, check: bool = False, timeout: float | None = None, stdin: bytes | None = None
+    ) -> Result:
         result = self.vm.run(cmd, timeout=timeout or self.timeout, stdin=stdin)
         if check and result.rc != 0:
             raise GuestCommandError(str(result))

@@ -27,11 +27,21 @@ BACKPORTS = "trixie-backports"
 # What the guest needs to run the suite and to build zcnic with the kernel's
 # own compiler (gcc-14 on trixie).
 PACKAGES = [
-    "gcc-14", "make", "libc6-dev", "kmod", "iproute2", "ethtool", "python3",
-    "openssh-server", "busybox", "procps", "iputils-ping", "ca-certificates",
+    "gcc-14",
+    "make",
+    "libc6-dev",
+    "kmod",
+    "iproute2",
+    "ethtool",
+    "python3",
+    "openssh-server",
+    "busybox",
+    "procps",
+    "iputils-ping",
+    "ca-certificates",
     "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
     "python3-pytest",  # in_guest tests: skips, xfails and rewritten assertions in the guest
-]  # fmt: skip
+]
 # From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
 # image pre-depends on and must come from the same suite.
 KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
@@ -147,8 +157,9 @@ def _chroot(rootfs: Path, script: str, log) -> None:
         f"mount --bind /dev {rootfs}/dev && mount -t proc proc {rootfs}/proc && "
         f"mount -t sysfs sys {rootfs}/sys && exec chroot {rootfs} /bin/sh -ec " + shlex.quote(script)
     )
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8",
-               PATH="/usr/sbin:/usr/bin:/sbin:/bin")  # fmt: skip
+    env = dict(
+        os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin"
+    )
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", wrapped], log, env=env)
 
 
@@ -171,17 +182,28 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     _remove_stale(tmp)
     tmp.mkdir(parents=True)
     rootfs = tmp / "rootfs"
-    _log(f"building {path.name}: debootstrap {SUITE} + {BACKPORTS} kernel "
-         f"{kernel_package_version} from {mirror}")  # fmt: skip
+    _log(
+        f"building {path.name}: debootstrap {SUITE} + {BACKPORTS} kernel "
+        f"{kernel_package_version} from {mirror}"
+    )
     with open(tmp / "build.log", "w") as log:
         # In a private mount namespace: the /proc and /sys debootstrap mounts
         # in the target vanish with it, however it ends.
         _run(
-            ["unshare", "--mount", "--propagation", "private",
-             "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             SUITE, str(rootfs), mirror],
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
             log,
-        )  # fmt: skip
+        )
         (rootfs / "etc/apt/sources.list").write_text(
             f"deb {mirror} {SUITE} main\ndeb {mirror} {BACKPORTS} main\n"
         )
@@ -208,8 +230,10 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
             "rm -f /boot/initrd.img-*\n",
             log,
         )
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "zcrx-lab",
-                    "-f", str(tmp / "id_ed25519")], check=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "zcrx-lab", "-f", str(tmp / "id_ed25519")],
+        check=True,
+    )
     ssh = rootfs / "root/.ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     shutil.copy(tmp / "id_ed25519.pub", ssh / "authorized_keys")
@@ -220,8 +244,12 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     versions = sorted(p.name[len("vmlinuz-") :] for p in (rootfs / "boot").glob("vmlinuz-*"))
     if not versions:
         raise LabError(f"guest image build installed no kernel (see {tmp / 'build.log'})")
-    meta = {"kernel_version": versions[-1], "package_version": kernel_package_version,
-            "mirror": mirror, "built": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+    meta = {
+        "kernel_version": versions[-1],
+        "package_version": kernel_package_version,
+        "mirror": mirror,
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     (tmp / "image.json").write_text(json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
@@ -229,8 +257,9 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     return _load(path)
 
 
-def build_in_image(image: GuestImage, files: dict[str, bytes], command: str, product: str,
-                   what: str, log: Path) -> bytes:  # fmt: skip
+def build_in_image(
+    image: GuestImage, files: dict[str, bytes], command: str, product: str, what: str, log: Path
+) -> bytes:
     """Build with the image's own toolchain; return the bytes of PRODUCT.
 
     FILES (path -> content, relative to /) are laid into a throwaway overlay
@@ -251,8 +280,12 @@ def build_in_image(image: GuestImage, files: dict[str, bytes], command: str, pro
             f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {shlex.quote(command)}"
         )
         env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-        proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
-                              capture_output=True, text=True, env=env)  # fmt: skip
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"{command}\n{proc.stdout}{proc.stderr}")
         built = upper / product

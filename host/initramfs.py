@@ -93,9 +93,8 @@ def initramfs(kernel: Kernel) -> Path:
     files = {
         "init": ((QEMU_DIR / "init").read_bytes(), 0o100755),
         "bin/busybox": (busybox.read_bytes(), 0o100755),
-        "modules.order": ("".join(p.name.split(".ko")[0] + ".ko\n" for p in modules).encode(),
-                          0o100644),
-    }  # fmt: skip
+        "modules.order": ("".join(p.name.split(".ko")[0] + ".ko\n" for p in modules).encode(), 0o100644),
+    }
     for path in modules:
         files["modules/" + path.name.split(".ko")[0] + ".ko"] = (_read_module(path), 0o100644)
     digest = hashlib.sha256()

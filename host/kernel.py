@@ -40,8 +40,19 @@ REQUIRED = {
     "MAGIC_SYSRQ": "the harness's crash self-test",
 }
 # Options that must be built in even when modules are available.
-BUILTIN = {"BLK_DEV_INITRD", "SERIAL_8250_CONSOLE", "DEVTMPFS", "TMPFS", "INET", "UNIX",
-           "IO_URING", "IO_URING_ZCRX", "PAGE_POOL", "NET_RX_BUSY_POLL", "MAGIC_SYSRQ"}  # fmt: skip
+BUILTIN = {
+    "BLK_DEV_INITRD",
+    "SERIAL_8250_CONSOLE",
+    "DEVTMPFS",
+    "TMPFS",
+    "INET",
+    "UNIX",
+    "IO_URING",
+    "IO_URING_ZCRX",
+    "PAGE_POOL",
+    "NET_RX_BUSY_POLL",
+    "MAGIC_SYSRQ",
+}
 
 
 @dataclass
@@ -149,8 +160,10 @@ def resolve(spec: str, image, coverage: bool = False) -> Kernel:
         kernel = _from_path(path)
         kernel.spec = spec
         if coverage and (kernel.tree is None or kernel.config.get("GCOV_KERNEL") != "y"):
-            raise LabError(f"--coverage: kernel {kernel.describe()} is not a tree built with "
-                           "CONFIG_GCOV_KERNEL=y (python3 -m host build-kernel TREE --coverage)")  # fmt: skip
+            raise LabError(
+                f"--coverage: kernel {kernel.describe()} is not a tree built with "
+                "CONFIG_GCOV_KERNEL=y (python3 -m host build-kernel TREE --coverage)"
+            )
         if (
             kernel.modules is None
             and image is not None
@@ -175,11 +188,15 @@ def _from_path(path: Path) -> Kernel:
             raise LabError(f"kernel tree {path}: no .config")
         release_file = path / "include/config/kernel.release"
         release = release_file.read_text().strip() if release_file.exists() else bzimage_release(bz)
-        return Kernel(str(path), bz, release, parse_config(config_file.read_text()),
-                      _modules_dir(path, release), path)  # fmt: skip
+        return Kernel(
+            str(path), bz, release, parse_config(config_file.read_text()), _modules_dir(path, release), path
+        )
     release = bzimage_release(path)
-    for candidate in (path.with_name(f"config-{release}"), path.parent / ".config",
-                      path.parents[3] / ".config" if len(path.parents) > 3 else None):  # fmt: skip
+    for candidate in (
+        path.with_name(f"config-{release}"),
+        path.parent / ".config",
+        path.parents[3] / ".config" if len(path.parents) > 3 else None,
+    ):
         if candidate and candidate.exists():
             text = candidate.read_text()
             break

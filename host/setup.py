@@ -59,8 +59,13 @@ def debian_packages(packages: dict[str, str] = DEBIAN_PACKAGES) -> None:
     _log(f"installing {' '.join(missing)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "-q", "update"], check=False, stdout=subprocess.DEVNULL, env=env)
-    proc = subprocess.run(["apt-get", "-q", "-y", "install", *missing], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.run(
+        ["apt-get", "-q", "-y", "install", *missing],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if proc.returncode != 0:
         raise LabError(f"apt-get install {' '.join(missing)} failed: {proc.stderr.strip()[-300:]}")
 
@@ -77,8 +82,11 @@ def venv() -> Path:
         proc = subprocess.run([sys.executable, "-m", "venv", str(VENV)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise LabError(f"python3 -m venv failed (apt-get install python3-venv?): {proc.stderr.strip()}")
-    proc = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(REPO / "requirements.txt")],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise LabError(f"pip install -r requirements.txt failed: {proc.stderr.strip()[-500:]}")
     stamp.write_text(digest)

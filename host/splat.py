@@ -24,14 +24,14 @@ KINDS = [
         r"|possible irq lock inversion|HARDIRQ-safe -> HARDIRQ-unsafe)"
         r"|BUG: (sleeping function called from invalid context|scheduling while atomic"
         r"|MAX_LOCKDEP|looking up invalid subclass)",
-    ),  # fmt: skip
+    ),
     ("soft lockup", r"BUG: soft lockup"),
     ("hard lockup", r"Watchdog detected hard LOCKUP"),
     (
         "RCU stall",
         r"rcu: INFO: \S+ (self-)?detected stall|rcu_\w+ self-detected stall"
         r"|rcu: INFO: \S+ detected stalls",
-    ),  # fmt: skip
+    ),
     ("hung task", r"INFO: task .+ blocked for more than \d+ seconds"),
     ("panic", r"Kernel panic - not syncing"),
     ("WARNING", r"WARNING: CPU: \d+ PID: \d+ at |WARNING: .+ at .+\+0x|^WARNING: \S"),
@@ -40,7 +40,7 @@ KINDS = [
         r"kernel BUG at |BUG: (unable to handle|kernel NULL pointer|Bad page"
         r"|Bad rss-counter|workqueue lockup|non-zero pgtables_bytes|\w+ corruption)"
         r"|BUG: ",
-    ),  # fmt: skip
+    ),
     ("Oops", r"Oops: |general protection fault"),
     ("list corruption", r"list_(add|del) corruption"),
 ]

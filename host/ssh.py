@@ -48,9 +48,18 @@ class Ssh:
                     raise OSError("no SSH banner")
                 client = paramiko.SSHClient()
                 client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-                client.connect("127.0.0.1", self.port, self.user, pkey=key, sock=sock,
-                               timeout=10, banner_timeout=10, auth_timeout=10,
-                               allow_agent=False, look_for_keys=False)  # fmt: skip
+                client.connect(
+                    "127.0.0.1",
+                    self.port,
+                    self.user,
+                    pkey=key,
+                    sock=sock,
+                    timeout=10,
+                    banner_timeout=10,
+                    auth_timeout=10,
+                    allow_agent=False,
+                    look_for_keys=False,
+                )
                 client.get_transport().set_keepalive(5)
                 self.client = client
                 return

@@ -21,8 +21,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-           f"--results-dir={tmp_path / 'results'}", *args, "guest_tests/test_harness.py"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--results-dir={tmp_path / 'results'}",
+        *args,
+        "guest_tests/test_harness.py",
+    ]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -106,11 +115,25 @@ def test_panic_is_charged_to_its_test_and_the_run_goes_on(tmp_path):
 
 def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kernel=default",
-           f"--results-dir={results}", "guest_tests/test_harness.py"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--kernel=default",
+        f"--results-dir={results}",
+        "guest_tests/test_harness.py",
+    ]
     # A background job may inherit SIGINT ignored; a user's terminal does not.
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     console = results / "console-boot1.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (console.exists() and console.stat().st_size > 0):
@@ -127,8 +150,17 @@ def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_run_leaves_no_qemu(tmp_path, sig):
     results = tmp_path / "results"
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kernel=default",
-           f"--results-dir={results}", "guest_tests/test_harness.py"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--kernel=default",
+        f"--results-dir={results}",
+        "guest_tests/test_harness.py",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     console = results / "console-boot1.log"
     deadline = time.monotonic() + 120

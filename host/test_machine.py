@@ -7,8 +7,13 @@ from qemu.machine import X86_64, MachineSpec
 
 
 def spec(**kw) -> MachineSpec:
-    base = dict(kernel=Path("/k/bzImage"), initrd=Path("/c/initrd"), rootfs=Path("/img/rootfs"),
-                console_log=Path("/r/console.log"), ssh_port=2222)  # fmt: skip
+    base = dict(
+        kernel=Path("/k/bzImage"),
+        initrd=Path("/c/initrd"),
+        rootfs=Path("/img/rootfs"),
+        console_log=Path("/r/console.log"),
+        ssh_port=2222,
+    )
     base.update(kw)
     return MachineSpec(**base)
 

@@ -32,8 +32,16 @@ class Peer:
 
 
 class TcpFlow:
-    def __init__(self, tap: str, guest_mac: str, guest_ip: str, dport: int,
-                 sport: int | None = None, peer: Peer | None = None, mss: int = 1448):  # fmt: skip
+    def __init__(
+        self,
+        tap: str,
+        guest_mac: str,
+        guest_ip: str,
+        dport: int,
+        sport: int | None = None,
+        peer: Peer | None = None,
+        mss: int = 1448,
+    ):
         self.tap, self.guest_mac, self.guest_ip, self.dport = tap, guest_mac, guest_ip, dport
         self.sport = sport or random.randint(20000, 60000)
         self.peer = peer or Peer()
@@ -60,7 +68,7 @@ class TcpFlow:
                 ack=self.rcv_nxt & 0xFFFFFFFF,
                 window=65535,
                 options=options or [],
-            )  # fmt: skip
+            )
             / payload
         )
 
@@ -76,9 +84,16 @@ class TcpFlow:
                 return None
             frame = Ether(self.sock.recv(65536))
             if ARP in frame and frame[ARP].op == 1 and frame[ARP].pdst == self.peer.ip:
-                self._send(Ether(src=self.peer.mac, dst=frame.src)
-                           / ARP(op=2, hwsrc=self.peer.mac, psrc=self.peer.ip,
-                                 hwdst=frame[ARP].hwsrc, pdst=frame[ARP].psrc))  # fmt: skip
+                self._send(
+                    Ether(src=self.peer.mac, dst=frame.src)
+                    / ARP(
+                        op=2,
+                        hwsrc=self.peer.mac,
+                        psrc=self.peer.ip,
+                        hwdst=frame[ARP].hwsrc,
+                        pdst=frame[ARP].psrc,
+                    )
+                )
                 continue
             if TCP in frame and frame[IP].src == self.guest_ip and frame[TCP].dport == self.sport:
                 seg = frame[TCP]

@@ -67,8 +67,10 @@ def source_tree(kernel, image) -> Path:
             raise LabError(f"kernel tree {root}: no {TEST} (upstream's zcrx selftest)")
         return root
     if kernel.spec != "default":
-        raise LabError(f"kernel {kernel.describe()}: no source tree to take upstream's "
-                       "selftest from (use 'default' or a kernel tree)")  # fmt: skip
+        raise LabError(
+            f"kernel {kernel.describe()}: no source tree to take upstream's "
+            "selftest from (use 'default' or a kernel tree)"
+        )
     package, version = source_package(kernel, image)
     base = cache_root() / "selftests" / version
     tree = base / "tree"
@@ -112,12 +114,16 @@ def _fetch(package: str, version: str, tree: Path, subtrees=tuple(SUBTREES)) -> 
             'dpkg-deb --fsys-tarfile "$1" | tar -xOf - "$2" | '
             'tar -xJf - -C "$3" --strip-components=1 ' + " ".join(f"{top}/{sub}" for sub in subtrees or ())
         )
-        proc = subprocess.run(["bash", "-ec", "set -o pipefail; " + script,
-                               "bash", str(deb), inner, str(staging)],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            ["bash", "-ec", "set -o pipefail; " + script, "bash", str(deb), inner, str(staging)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 or not (staging / (TEST if subtrees else "Makefile")).exists():
-            raise LabError(f"cannot extract upstream's selftest from {deb.name}: "
-                           f"{proc.stderr.strip()[-300:] or 'no ' + TEST}")  # fmt: skip
+            raise LabError(
+                f"cannot extract upstream's selftest from {deb.name}: "
+                f"{proc.stderr.strip()[-300:] or 'no ' + TEST}"
+            )
         (staging / "VERSION").write_text(f"{package} {version}\n")
         if tree.exists():
             shutil.rmtree(tree)
@@ -129,8 +135,11 @@ def _download(apt: PrivateApt, package: str, version: str, where: Path) -> Path:
     for attempt in range(2):
         proc = subprocess.run(
             ["apt-get", *apt.options(), "-q", "download", f"{package}={version}"],
-            cwd=where, capture_output=True, text=True, timeout=1800,
-        )  # fmt: skip
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
         debs = sorted(where.glob(f"{package}_*.deb"))
         if proc.returncode == 0 and debs:
             return debs[0]
@@ -158,8 +167,10 @@ def helper(kernel, image) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     if not (image.root / "usr/include/liburing.h").exists():
-        raise LabError(f"guest image {image.root.parent.name} has no liburing-dev: "
-                       "rebuild it (host/image.py SID_PACKAGES)")  # fmt: skip
+        raise LabError(
+            f"guest image {image.root.parent.name} has no liburing-dev: "
+            "rebuild it (host/image.py SID_PACKAGES)"
+        )
     # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
     # the image has gcc-14 without the `gcc` alternative.
     binary = build_in_image(
@@ -190,8 +201,12 @@ def stage(kernel, image, dest: Path) -> Path:
         shutil.rmtree(dest)
     for sub in SUBTREES:
         if (tree / sub).exists():
-            shutil.copytree(tree / sub, dest / sub, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.pyc"))  # fmt: skip
+            shutil.copytree(
+                tree / sub,
+                dest / sub,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.pyc"),
+            )
     shutil.copy(binary, dest / HW / "iou-zcrx")
     (dest / HW / "iou-zcrx").chmod(0o755)
     version = tree / "VERSION"

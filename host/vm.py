@@ -61,8 +61,9 @@ def can_create_tap() -> bool:
 
 
 class VM:
-    def __init__(self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64",
-                 cmdline: str = ""):  # fmt: skip
+    def __init__(
+        self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64", cmdline: str = ""
+    ):
         self.kernel, self.image, self.results_dir = kernel, image, results_dir
         self.queues = queues
         self.cmdline = cmdline.split()
@@ -102,9 +103,12 @@ class VM:
         (self.results_dir / f"qemu-boot{self.boots}.cmd").write_text(" ".join(cmd) + "\n")
         start = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
-        )  # fmt: skip
+        )
         _live.add(self)
         self.ssh = Ssh(spec.ssh_port, self.image.ssh_key)
         try:

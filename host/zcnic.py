@@ -20,8 +20,11 @@ NIC = Path(__file__).resolve().parent.parent / "nic"
 
 
 def _sources() -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(NIC.iterdir())
-            if p.suffix in (".c", ".h") or p.name in ("Makefile", "Kbuild")}  # fmt: skip
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(NIC.iterdir())
+        if p.suffix in (".c", ".h") or p.name in ("Makefile", "Kbuild")
+    }
 
 
 def _key(kernel, image) -> str:
@@ -46,14 +49,14 @@ def build(kernel, image) -> Path:
         with tempfile.TemporaryDirectory(prefix="zcrx-lab-zcnic-") as tmp:
             for name, data in _sources().items():
                 (Path(tmp) / name).write_bytes(data)
-            proc = subprocess.run(["make", "-C", str(kernel.tree), f"M={tmp}", "modules"],
-                                  capture_output=True, text=True)  # fmt: skip
+            proc = subprocess.run(
+                ["make", "-C", str(kernel.tree), f"M={tmp}", "modules"], capture_output=True, text=True
+            )
             log.write_text(proc.stdout + proc.stderr)
             built = Path(tmp) / "zcnic.ko"
             if proc.returncode != 0 or not built.exists():
                 error = first_error(proc.stdout + proc.stderr)
-                raise LabError(f"zcnic does not build for {kernel.describe()}: "
-                               f"{error or 'see ' + str(log)}")  # fmt: skip
+                raise LabError(f"zcnic does not build for {kernel.describe()}: {error or 'see ' + str(log)}")
             shutil.copy(built, out)
         return out
     ko = build_in_image(

@@ -52,28 +52,54 @@ class X86_64:
 
     def cmdline(self, spec: MachineSpec) -> str:
         args = [
-            f"console={self.console}", "rdinit=/init", "panic=-1",
-            "loglevel=5", "printk.devkmsg=on", "net.ifnames=0", "tsc=reliable",
-            "no_timer_check", "rcupdate.rcu_expedited=1", "i8042.noaux", "i8042.nokbd",
-            "mitigations=off", "nokaslr",
-        ]  # fmt: skip
+            f"console={self.console}",
+            "rdinit=/init",
+            "panic=-1",
+            "loglevel=5",
+            "printk.devkmsg=on",
+            "net.ifnames=0",
+            "tsc=reliable",
+            "no_timer_check",
+            "rcupdate.rcu_expedited=1",
+            "i8042.noaux",
+            "i8042.nokbd",
+            "mitigations=off",
+            "nokaslr",
+        ]
         return " ".join(a for a in args + spec.cmdline_extra if a)
 
     def command(self, spec: MachineSpec) -> list[str]:
         cmd = [
-            self.binary, *self.accel_args(spec.accel),
-            "-machine", "q35" if spec.accel == "kvm" else "pc",
+            self.binary,
+            *self.accel_args(spec.accel),
+            "-machine",
+            "q35" if spec.accel == "kvm" else "pc",
             *self.firmware_args(spec.accel),
-            "-m", str(spec.memory_mb), "-smp", str(spec.cpus),
-            "-nographic", "-nodefaults", "-no-user-config", "-no-reboot",
-            "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
-            "-append", self.cmdline(spec),
-            "-chardev", f"file,id=console,path={spec.console_log}",
-            "-serial", "chardev:console",
-            "-device", "virtio-rng-pci",
-            "-netdev", f"user,id=control,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
-            "-device", f"virtio-net-pci,netdev=control,mac={CONTROL_MAC}",
-        ]  # fmt: skip
+            "-m",
+            str(spec.memory_mb),
+            "-smp",
+            str(spec.cpus),
+            "-nographic",
+            "-nodefaults",
+            "-no-user-config",
+            "-no-reboot",
+            "-kernel",
+            str(spec.kernel),
+            "-initrd",
+            str(spec.initrd),
+            "-append",
+            self.cmdline(spec),
+            "-chardev",
+            f"file,id=console,path={spec.console_log}",
+            "-serial",
+            "chardev:console",
+            "-device",
+            "virtio-rng-pci",
+            "-netdev",
+            f"user,id=control,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+            "-device",
+            f"virtio-net-pci,netdev=control,mac={CONTROL_MAC}",
+        ]
         cmd += self._share("root", spec.rootfs, readonly=True)
         if spec.lab_dir:
             cmd += self._share("lab", spec.lab_dir, readonly=True)

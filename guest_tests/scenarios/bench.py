@@ -15,11 +15,15 @@ def sh(cmd: str) -> None:
 def setup(zcnic_ko: str, queues: int = 4) -> None:
     sh(f"lsmod | grep -q '^zcnic ' || insmod {zcnic_ko}")
     sh("ip netns add bench && ip link add bvA type veth peer name bvB netns bench")
-    sh(f"ip link set bvA up && ip link add zb0 link bvA type zcnic && "
-       f"ethtool -L zb0 combined {queues} && ethtool -G zb0 tcp-data-split on && "
-       f"ip addr add {LOCAL}/24 dev zb0 && ip link set zb0 up")  # fmt: skip
-    sh(f"ip -n bench addr add {REMOTE}/24 dev bvB && ip -n bench link set bvB up "
-       "&& ip -n bench link set lo up")  # fmt: skip
+    sh(
+        f"ip link set bvA up && ip link add zb0 link bvA type zcnic && "
+        f"ethtool -L zb0 combined {queues} && ethtool -G zb0 tcp-data-split on && "
+        f"ip addr add {LOCAL}/24 dev zb0 && ip link set zb0 up"
+    )
+    sh(
+        f"ip -n bench addr add {REMOTE}/24 dev bvB && ip -n bench link set bvB up "
+        "&& ip -n bench link set lo up"
+    )
 
 
 def _sender(port: int, size: int) -> subprocess.Popen:
@@ -39,8 +43,13 @@ def _sender(port: int, size: int) -> subprocess.Popen:
 
 def run(mode: str, port: int, size: int, queue: int = 1) -> dict:
     """One transfer of SIZE bytes to PORT, received by zcrx or plain recv()."""
-    out = subprocess.run(f"ethtool -N zb0 flow-type tcp4 dst-port {port} action {queue}",
-                         shell=True, check=True, capture_output=True, text=True).stdout  # fmt: skip
+    out = subprocess.run(
+        f"ethtool -N zb0 flow-type tcp4 dst-port {port} action {queue}",
+        shell=True,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     rule = out.split("ID")[-1].strip()
     sender = _sender(port, size)
     try:

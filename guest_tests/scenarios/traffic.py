@@ -19,17 +19,24 @@ def _accept(port: int, timeout: float, family=socket.AF_INET) -> socket.socket:
     return conn
 
 
-def zc_receive(ifname: str, queue: int, port: int, timeout: float = 120.0,
-               area_pages: int = 1024, rq_entries: int = 512) -> dict:  # fmt: skip
+def zc_receive(
+    ifname: str, queue: int, port: int, timeout: float = 120.0, area_pages: int = 1024, rq_entries: int = 512
+) -> dict:
     """Bind a zcrx to IFNAME's QUEUE, accept one connection on PORT, RECV_ZC to EOF."""
     with Ring(256) as ring:
-        zcrx = ring.register_zcrx(nodev=False, if_idx=socket.if_nametoindex(ifname), if_rxq=queue,
-                                  rq_entries=rq_entries, area_len=area_pages * PAGE_SIZE)  # fmt: skip
+        zcrx = ring.register_zcrx(
+            nodev=False,
+            if_idx=socket.if_nametoindex(ifname),
+            if_rxq=queue,
+            rq_entries=rq_entries,
+            area_len=area_pages * PAGE_SIZE,
+        )
         conn = _accept(port, timeout)
         start = time.monotonic()
         # A netdev ifq's refill ring is consumed by the page pool: no flush.
-        result = recv_zc(ring, zcrx, conn.fileno(), flush=False, timeout=timeout,
-                         rearm_on_error=(-errno.ENOSPC,))  # fmt: skip
+        result = recv_zc(
+            ring, zcrx, conn.fileno(), flush=False, timeout=timeout, rearm_on_error=(-errno.ENOSPC,)
+        )
         elapsed = time.monotonic() - start
         conn.close()
         out = result.summary(zcrx)

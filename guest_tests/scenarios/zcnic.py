@@ -757,6 +757,8 @@ def wait_no_pools(timeout=15.0):
 
 
 QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
+# zcnic's qstats rx-hw-drops of a queue: the sum of these ethtool -S counters
+HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")
 
 
 def _qdelta(s0, s1):
@@ -1030,12 +1032,16 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
                 s1 = ethtool_stats()
                 if qstat(s1, queue, "no_buf_drops") > qstat(s0, queue, "no_buf_drops") and st.events:
                     break
-            s1, d1 = ethtool_stats(), qstats()[queue]
+            # TCP keeps retransmitting into the dry ring, so the drop counters move while
+            # they are read: qstats (netlink) between two ethtool -S reads of the same
+            # counters, so each bound holds whatever arrives in between.
+            s1, d1, s2 = ethtool_stats(), qstats()[queue], ethtool_stats()
             out["held_bytes"] = len(st.data)
             out["held_buffers"] = len(st.held)
             out["events_while_dry"] = list(st.events)
-            out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS}
+            out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS + HW_DROPS}
             out["dry"]["posted"] = qstat(s1, queue, "posted")
+            out["dry_later"] = {f: qstat(s2, queue, f) - qstat(s0, queue, f) for f in HW_DROPS}
             out["dry_qstats"] = {k: d1[k] - d0.get(k, 0) for k in ("rx-hw-drops", "rx-alloc-fail")}
             out["arm_after_fired"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
             give_back(z, st.held)

@@ -123,6 +123,7 @@ TCP_DATA_SPLIT = {"off": 1, "on": 2}
 
 # include/uapi/linux/if_link.h, rtnetlink.h
 RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
+IFLA_MTU, IFF_UP = 4, 1
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
@@ -178,6 +179,7 @@ class Netlink:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.sock.bind((0, 0))
         self.seq = int(time.monotonic() * 1000) & 0xFFFFFF
+        self.extack = ""  # the message of the last acknowledgement (a warning on success)
 
     def close(self):
         self.sock.close()
@@ -205,8 +207,9 @@ class Netlink:
                     continue
                 if t in (NLMSG_ERROR, NLMSG_DONE):
                     err = -struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
+                    self.extack = self._extack(t, f, body) if len(body) >= 4 else ""
                     if err:
-                        raise NetlinkError(err, f"{os.strerror(err)}: {self._extack(t, f, body)}")
+                        raise NetlinkError(err, f"{os.strerror(err)}: {self.extack}")
                     if t == NLMSG_DONE or not dump:
                         return out
                     continue
@@ -314,7 +317,7 @@ def _nl_errno(fn):
     with Genl("ethtool") as g:
         try:
             fn(g)
-            LAST_EXTACK[0] = ""
+            LAST_EXTACK[0] = g.extack
             return 0
         except NetlinkError as e:
             LAST_EXTACK[0] = str(e)
@@ -325,10 +328,30 @@ def xdp_set(fd, flags=0, ifname=IFNAME):
     """RTM_SETLINK IFLA_XDP {fd, flags}; fd -1 detaches. Returns 0 or the errno."""
     ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), 0, 0)
     attrs = nla_nest(IFLA_XDP, nla_s32(IFLA_XDP_FD, fd), nla_u32(IFLA_XDP_FLAGS, flags))
+    return _setlink(ifinfo + attrs)
+
+
+def link_set(up=None, mtu=None, ifname=IFNAME):
+    """RTM_SETLINK: IFF_UP on or off, IFLA_MTU. Returns 0 or the errno (message in LAST_EXTACK)."""
+    flags = IFF_UP if up else 0
+    change = IFF_UP if up is not None else 0
+    ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), flags, change)
+    return _setlink(ifinfo + (nla_u32(IFLA_MTU, mtu) if mtu is not None else b""))
+
+
+def link_state(ifname=IFNAME):
+    """{"up": IFF_UP set, "mtu": the MTU} from sysfs."""
+    with open(f"/sys/class/net/{ifname}/flags") as f:
+        up = bool(int(f.read(), 16) & IFF_UP)
+    with open(f"/sys/class/net/{ifname}/mtu") as f:
+        return {"up": up, "mtu": int(f.read())}
+
+
+def _setlink(payload):
     with Netlink(NETLINK_ROUTE) as nl:
         try:
-            nl.request(RTM_SETLINK, ifinfo + attrs)
-            LAST_EXTACK[0] = ""
+            nl.request(RTM_SETLINK, payload)
+            LAST_EXTACK[0] = nl.extack
             return 0
         except NetlinkError as e:
             LAST_EXTACK[0] = str(e)
@@ -899,10 +922,18 @@ def _op_xdp(frags=True):
     return op
 
 
-def _op_sh(cmd):
+def _op_link(*changes):
+    """RTM_SETLINK requests in turn, up to the first that fails: its errno and extack."""
+
     def op():
-        p = sh(cmd, check=False)
-        return {"errno": p.returncode, "extack": p.stderr.strip()}
+        extacks, states = [], []
+        for kw in changes:
+            err = link_set(**kw)
+            extacks.append(LAST_EXTACK[0])
+            states.append(link_state())
+            if err:
+                break
+        return {"errno": err, "extack": "; ".join(e for e in extacks if e), "states": states}
 
     return op
 
@@ -917,8 +948,8 @@ BOUND_OPS = {
     "xdp_generic": _op_xdp(),
     "ring_rx_128": _op_rings(rx=128),
     "ring_rx_1024": _op_rings(rx=1024),
-    "down_up": _op_sh(f"ip link set {IFNAME} down && ip link set {IFNAME} up"),
-    "mtu_1400": _op_sh(f"ip link set {IFNAME} mtu 1400"),
+    "down_up": _op_link({"up": False}, {"up": True}),
+    "mtu_1400": _op_link({"mtu": 1400}),
 }
 
 
@@ -938,6 +969,7 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
             out["pools"] = len(io_uring_pools(ifindex()))
             out["rings"] = {k: v for k, v in rings_get().items() if isinstance(v, int)}
             out["channels"] = len(queues())
+            out["link"] = link_state()
             peer.start()
             conn = accept(lst, peer)
             st = Stream()

@@ -1160,6 +1160,9 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
         if bound:
             rx = Rx(queue, area_pages=1024, event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)
             out["pins_bound"] = pinned_pages() - pins0
+            # by id: once the device goes, its pools that live on are re-homed to loopback
+            # and page-pool-get no longer names the old ifindex
+            out["pool_ids"] = sorted(p["id"] for p in io_uring_pools(out["ifindex"]))
         peer.start()
         conn = accept(lst, peer)
         fd = conn.fileno()
@@ -1203,7 +1206,7 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
             give_back(z, st.held, flush=False)
             out["flush"] = errno_of(z.flush)
             out["stats"] = z.stats()
-            out["pools_left"] = [_pp(pp) for pp in io_uring_pools(out["ifindex"])]
+            out["pools_left"] = [_pp(pp) for pp in page_pools() if pp["id"] in out["pool_ids"]]
             rx.close()
             rx = None
         # abortive close: an orphaned FIN-WAIT socket would keep out-of-order skbs (and so
@@ -1221,6 +1224,7 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
     out["pins_after"], out["pins_wait_s"] = wait_pins(pins0)
     out["pins_after"] -= pins0
     out["io_uring_pools_after"] = [_pp(pp) for pp in io_uring_pools()]
+    out["pools_after"] = [_pp(pp) for pp in page_pools() if pp["id"] in out.get("pool_ids", ())]
     return out
 
 

@@ -18,6 +18,7 @@ import pytest
 from host import kmsg, splat
 from host.errors import LabError
 from host.guest import Guest
+from host.shared import SharedRuns
 from host.ssh import GuestTimeout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +30,7 @@ MARKERS = {
     "teardown": "process crash / teardown behaviour",
     "faults": "zcnic fault injection",
     "slow": "takes over a minute under TCG",
-    "crash_selftest": "deliberately crashes the guest to check the harness (--crash-selftest)",
+    "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
 }
 
 
@@ -54,7 +55,7 @@ def pytest_addoption(parser):
     group.addoption(
         "--crash-selftest",
         action="store_true",
-        help="run the tests that deliberately panic the guest",
+        help="run the tests that deliberately panic (or splat) the guest",
     )
 
 
@@ -73,6 +74,7 @@ class Lab:
         self.boot_times: list[float] = []
         self.boot_splats: list[splat.Splat] = []
         self.charged: dict[str, list[str]] = {}
+        self.shared = SharedRuns()  # guest runs several tests judge (Guest.cached)
         self.coverage = config.getoption("coverage")
         self.coverage_summary = ""
         self.closed = False
@@ -231,8 +233,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("crash_selftest"):
         return
-    skip = pytest.mark.skip(reason="deliberately panics the guest to check the harness's "
-                                   "crash recovery; run with --crash-selftest")  # fmt: skip
+    skip = pytest.mark.skip(reason="deliberately panics or splats the guest to check the harness's "
+                                   "crash recovery and verdicts; run with --crash-selftest")  # fmt: skip
     for item in items:
         if "crash_selftest" in item.keywords:
             item.add_marker(skip)
@@ -275,12 +277,12 @@ def zcnic_module(lab) -> str:
 
 
 @pytest.fixture
-def guest(lab, _kernel_recorded) -> Guest:
+def guest(request, lab, _kernel_recorded) -> Guest:
     try:
         vm = lab.ensure_vm()
     except LabError as exc:
         pytest.exit(f"zcrx-lab: {exc}", returncode=3)
-    return Guest(vm, lab.timeout())
+    return Guest(vm, lab.timeout(), shared=lab.shared, test=request.node.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -299,14 +301,17 @@ def pytest_runtest_call(item):
     found = splat.scan(dmesg) or splat.scan(console)
     if found:
         lab.charged[item.nodeid] = [str(s) for s in found]
+        lab.shared.charge(item.nodeid, lab.charged[item.nodeid])
+    inherited = lab.shared.inherited(item.nodeid)  # a shared run's splat, charged to its runner
     if crashed:
         why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
         vm.kill()  # restarted by the next test's guest fixture
         detail = splat.summary(found) if found else "console tail:\n" + "\n".join(console.splitlines()[-25:])
         raise pytest.fail.Exception(f"{why} during this test; {detail}", pytrace=False)
-    if found:
+    if found or inherited:
         prefix = f"{type(error).__name__}: {error}\n" if error else ""
-        raise pytest.fail.Exception(prefix + splat.summary(found), pytrace=False)
+        text = "\n".join(inherited + ([splat.summary(found)] if found else []))
+        raise pytest.fail.Exception(prefix + text, pytrace=False)
     if error is not None:
         raise error
     return result

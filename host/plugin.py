@@ -22,6 +22,7 @@ from host.shared import SharedRuns
 from host.ssh import GuestTimeout
 
 REPO = Path(__file__).resolve().parent.parent
+SETTLE_LIMIT = 5.0  # s a test's log window waits for io_uring ring teardown work (kmsg.settle_cmd)
 MARKERS = {
     "nodev": "device-less zcrx (ZCRX_REG_NODEV): uapi, rings, copy fallback",
     "zcnic": "zero-copy receive on the emulated zcnic NIC",
@@ -75,6 +76,9 @@ class Lab:
         self.boot_splats: list[splat.Splat] = []
         self.charged: dict[str, list[str]] = {}
         self.shared = SharedRuns()  # guest runs several tests judge (Guest.cached)
+        self.settle_limit = SETTLE_LIMIT
+        self.settle_wait = 0.0
+        self.settle_waits: dict[str, float] = {}  # test -> seconds its ring teardown ran on
         self.coverage = config.getoption("coverage")
         self.coverage_summary = ""
         self.closed = False
@@ -115,9 +119,16 @@ class Lab:
     def timeout(self) -> float:
         return self.config.getoption("guest_timeout") or (60 if self.vm.accel == "kvm" else 300)
 
-    def _read_kmsg(self) -> list[kmsg.Record]:
-        records = [r for r in kmsg.parse(self.vm.run(kmsg.READ_CMD, timeout=30).stdout)
-                   if r.seq > self.kmsg_seq]  # fmt: skip
+    def _read_kmsg(self, settle: float = 0.0) -> list[kmsg.Record]:
+        """The records since the last read; with SETTLE, first wait up to that long for
+        io_uring's ring teardown work (kmsg.settle_cmd)."""
+        prefix = kmsg.settle_cmd(settle) if settle else ""
+        raw = self.vm.run(prefix + kmsg.READ_CMD, timeout=30).stdout
+        if settle:
+            self.settle_wait, gave_up = kmsg.settled(raw)
+            # a teardown that never ends (a kernel bug, its own splat) costs once, not per test
+            self.settle_limit = 0.5 if gave_up else SETTLE_LIMIT
+        records = [r for r in kmsg.parse(raw) if r.seq > self.kmsg_seq]
         if records:
             self.kmsg_seq = records[-1].seq
         return records
@@ -145,7 +156,9 @@ class Lab:
         dmesg = ""
         if not crashed and self.vm and self.vm.alive():
             try:
-                dmesg = "\n".join(str(r) for r in self._read_kmsg())
+                dmesg = "\n".join(str(r) for r in self._read_kmsg(self.settle_limit))
+                if self.settle_wait:
+                    self.settle_waits[item.nodeid] = self.settle_wait
                 dmesg += self._kmemleak()
             except GuestTimeout:
                 crashed = True
@@ -328,6 +341,7 @@ def pytest_terminal_summary(terminalreporter, config):
         info = {"kernel": lab.kernel.spec, "release": lab.kernel.release,
                 "accel": lab.vm.accel if lab.vm else None, "boot_seconds": lab.boot_times,
                 "splats": lab.charged,
+                "iou_exit_waits": lab.settle_waits,
                 "boot_splats": [str(s) for s in lab.boot_splats],
                 "coverage": lab.coverage_summary or None}  # fmt: skip
         if lab.image and lab.spec == "default":

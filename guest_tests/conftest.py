@@ -10,8 +10,6 @@ until no queue is still bound by a ring that is being torn down, and puts zc0 ba
 its default configuration. Guest side: guest_tests/scenarios/zcnic.py.
 """
 
-import json
-
 import pytest
 
 from host.guest import GuestEnv
@@ -67,16 +65,11 @@ def _nic_cleanup(lab):
 
 
 class Cache:
-    """One guest call per (function, kwargs) per session; several tests judge parts of it."""
+    """One guest call per (function, kwargs) per session; several tests judge parts of it
+    (Guest.cached: a splat while the first test ran it fails every test that used it)."""
 
-    def __init__(self):
-        self.results: dict = {}
-
-    def __call__(self, nic: NicEnv, func: str, **kwargs):
-        key = (func, json.dumps(kwargs, sort_keys=True))
-        if key not in self.results:
-            self.results[key] = nic.call(func, **kwargs)
-        return self.results[key]
+    def __call__(self, nic: NicEnv, func: str, timeout: float | None = None, **kwargs):
+        return nic.guest.cached(SCN + func, timeout=timeout, **kwargs)
 
 
 @pytest.fixture(scope="session")

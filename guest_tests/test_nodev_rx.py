@@ -13,14 +13,11 @@ PAGE = 4096
 MORE = 1 << 1  # IORING_CQE_F_MORE
 F32 = 1 << 15  # IORING_CQE_F_32
 SCN = "scenarios.nodev:"
-_cache: dict = {}
 
 
 def run(guest, func, **kw):
-    key = (func, tuple(sorted(kw.items())))
-    if key not in _cache:
-        _cache[key] = guest.call(SCN + func, **kw)
-    return _cache[key]
+    """One guest call per (function, kwargs) per session, shared by the tests that judge it."""
+    return guest.cached(SCN + func, **kw)
 
 
 STREAMS = {

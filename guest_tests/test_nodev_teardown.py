@@ -11,9 +11,14 @@ AREA_PAGES = 256
 REGION_PAGES = 3  # 256 refill entries + header + stats, page-aligned
 
 
+def sigkill(guest, mode):
+    """One guest run per mode per session: `exported` is judged by two tests."""
+    return guest.cached(SCN + "teardown_sigkill", mode=mode, area_pages=AREA_PAGES, timeout=300)
+
+
 @pytest.mark.parametrize("mode", ["receiving", "held", "armed", "queued", "exported"])
 def test_sigkill_owner(guest, mode):
-    res = guest.call(SCN + "teardown_sigkill", mode=mode, area_pages=AREA_PAGES, timeout=300)
+    res = sigkill(guest, mode)
     assert res["ready"], res
     assert res["child_killed_by"] == 9
     assert res["pins_during"] == AREA_PAGES + REGION_PAGES, res
@@ -29,7 +34,7 @@ def test_sigkill_owner(guest, mode):
 def test_exported_fd_keeps_ifq_alive(guest):
     """An exported zcrx fd held by another process keeps the area pinned after the
     owner dies; closing it (killing the holder) releases everything."""
-    res = guest.call(SCN + "teardown_sigkill", mode="exported", area_pages=AREA_PAGES, timeout=300)
+    res = sigkill(guest, "exported")
     assert res["holder"] == {"fds": 1, "link": "anon_inode:[zcrx]"}
     assert res["pins_while_holder_alive"] == AREA_PAGES + REGION_PAGES, res
     assert res["pins_after"] == 0, res

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.zcnic
 MiB = 1 << 20
 PAGE = 4096
 ALLOC_FAIL = 0  # ZCRX_EVENT_ALLOC_FAIL: the event CQE's res
+HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")  # ethtool -S, summed in rx-hw-drops
 
 
 def flow_queue_packets(res, queue):
@@ -95,7 +96,12 @@ def test_refill_ring_dry_drops_then_recovers(nic, nic_cached, family):
     res = nic_cached(nic, "refill_dry", family=family)
     dry = res["dry"]
     assert dry["no_buf_drops"] > 0 and dry["posted"] < 64, dry
-    assert res["dry_qstats"]["rx-hw-drops"] == dry["no_buf_drops"] + dry["fault_drops"]
+    # qstats rx-hw-drops is zcnic's no_buf + fault + too_big drops. TCP retransmits into the
+    # dry ring while the counters are read, so it lies between the ethtool -S reads around it.
+    hw_drops = res["dry_qstats"]["rx-hw-drops"]
+    drops_before = sum(dry[f] for f in HW_DROPS)
+    drops_after = sum(res["dry_later"][f] for f in HW_DROPS)
+    assert drops_before <= hw_drops <= drops_after, (drops_before, hw_drops, res["dry_later"])
     assert dry["alloc_fail"] > 0 and res["dry_qstats"]["rx-alloc-fail"] > 0
     assert 0 < res["held_bytes"] < MiB and res["held_buffers"] <= 128
     assert res["final"] == 0 and res["match"], res

@@ -5,6 +5,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from guest_tests.contract import AGENT, MARKER, TestAnswer, TestRequest
+from host.shared import SharedRuns
 from host.ssh import ChannelClosed, Result
 from host.vm import VM
 
@@ -26,9 +27,11 @@ class ScenarioError(AssertionError):
 
 
 class Guest:
-    def __init__(self, vm: VM, timeout: float):
+    def __init__(self, vm: VM, timeout: float, shared: SharedRuns | None = None, test: str = ""):
         self.vm = vm
         self.timeout = timeout
+        self.shared = shared if shared is not None else SharedRuns()
+        self.test = test  # the pytest node id this guest serves
 
     @property
     def release(self) -> str:
@@ -66,6 +69,13 @@ class Guest:
         if not answer["ok"]:
             raise ScenarioError(f"scenario {target} raised {answer['error']}\n{answer['traceback']}")
         return answer["value"]
+
+    def cached(self, target: str, timeout: float | None = None, **kwargs):
+        """call(), once per session for each (target, kwargs): every test that asks for it
+        judges the same result. A kernel splat while the first test ran it fails each of
+        them (the plugin asks `shared.inherited()`)."""
+        key = (target, json.dumps(kwargs, sort_keys=True))
+        return self.shared.get(key, self.test, lambda: self.call(target, timeout=timeout, **kwargs))
 
 
 @dataclass

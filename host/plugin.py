@@ -18,9 +18,11 @@ import pytest
 from host import kmsg, splat
 from host.errors import BootError, LabError
 from host.guest import Guest
+from host.shared import SharedRuns
 from host.ssh import GuestTimeout
 
 REPO = Path(__file__).resolve().parent.parent
+SETTLE_LIMIT = 5.0  # s a test's log window waits for io_uring ring teardown work (kmsg.settle_cmd)
 MARKERS = {
     "nodev": "device-less zcrx (ZCRX_REG_NODEV): uapi, rings, copy fallback",
     "zcnic": "zero-copy receive on the emulated zcnic NIC",
@@ -29,7 +31,7 @@ MARKERS = {
     "teardown": "process crash / teardown behaviour",
     "faults": "zcnic fault injection",
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
-    "crash_selftest": "deliberately crashes the guest to check the harness (--crash-selftest)",
+    "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
     "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",
 }
 
@@ -55,7 +57,7 @@ def pytest_addoption(parser):
     group.addoption(
         "--crash-selftest",
         action="store_true",
-        help="run the tests that deliberately panic the guest",
+        help="run the tests that deliberately panic (or splat) the guest",
     )
 
 
@@ -74,6 +76,10 @@ class Lab:
         self.boot_times: list[float] = []
         self.boot_splats: list[splat.Splat] = []
         self.charged: dict[str, list[str]] = {}
+        self.shared = SharedRuns()  # guest runs several tests judge (Guest.cached)
+        self.settle_limit = SETTLE_LIMIT
+        self.settle_wait = 0.0
+        self.settle_waits: dict[str, float] = {}  # test -> seconds its ring teardown ran on
         self.coverage = config.getoption("coverage")
         self.coverage_summary = ""
         self.closed = False
@@ -117,9 +123,16 @@ class Lab:
     def timeout(self) -> float:
         return self.config.getoption("guest_timeout") or (60 if self.vm.accel == "kvm" else 300)
 
-    def _read_kmsg(self) -> list[kmsg.Record]:
-        records = [r for r in kmsg.parse(self.vm.run(kmsg.READ_CMD, timeout=30).stdout)
-                   if r.seq > self.kmsg_seq]  # fmt: skip
+    def _read_kmsg(self, settle: float = 0.0) -> list[kmsg.Record]:
+        """The records since the last read; with SETTLE, first wait up to that long for
+        io_uring's ring teardown work (kmsg.settle_cmd)."""
+        prefix = kmsg.settle_cmd(settle) if settle else ""
+        raw = self.vm.run(prefix + kmsg.READ_CMD, timeout=30).stdout
+        if settle:
+            self.settle_wait, gave_up = kmsg.settled(raw)
+            # a teardown that never ends (a kernel bug, its own splat) costs once, not per test
+            self.settle_limit = 0.5 if gave_up else SETTLE_LIMIT
+        records = [r for r in kmsg.parse(raw) if r.seq > self.kmsg_seq]
         if records:
             self.kmsg_seq = records[-1].seq
         return records
@@ -147,7 +160,9 @@ class Lab:
         dmesg = ""
         if not crashed and self.vm and self.vm.alive():
             try:
-                dmesg = "\n".join(str(r) for r in self._read_kmsg())
+                dmesg = "\n".join(str(r) for r in self._read_kmsg(self.settle_limit))
+                if self.settle_wait:
+                    self.settle_waits[item.nodeid] = self.settle_wait
                 dmesg += self._kmemleak()
             except GuestTimeout:
                 crashed = True
@@ -178,6 +193,7 @@ class Lab:
         info = {"kernel": self.spec, "release": self.kernel.release if self.kernel else None,
                 "accel": self.vm.accel if self.vm else None, "boot_seconds": self.boot_times,
                 "splats": self.charged,
+                "iou_exit_waits": self.settle_waits,
                 "boot_splats": [str(s) for s in self.boot_splats],
                 "boot_failure": self.boot_failure,
                 "coverage": self.coverage_summary or None,
@@ -254,8 +270,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("crash_selftest"):
         return
-    skip = pytest.mark.skip(reason="deliberately panics the guest to check the harness's "
-                                   "crash recovery; run with --crash-selftest")  # fmt: skip
+    skip = pytest.mark.skip(reason="deliberately panics or splats the guest to check the harness's "
+                                   "crash recovery and verdicts; run with --crash-selftest")  # fmt: skip
     for item in items:
         if "crash_selftest" in item.keywords:
             item.add_marker(skip)
@@ -298,12 +314,12 @@ def zcnic_module(lab) -> str:
 
 
 @pytest.fixture
-def guest(lab, _kernel_recorded) -> Guest:
+def guest(request, lab, _kernel_recorded) -> Guest:
     try:
         vm = lab.ensure_vm()
     except LabError as exc:
         lab.boot_failed(exc)
-    return Guest(vm, lab.timeout())
+    return Guest(vm, lab.timeout(), shared=lab.shared, test=request.node.nodeid)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -322,14 +338,17 @@ def pytest_runtest_call(item):
     found = splat.scan(dmesg) or splat.scan(console)
     if found:
         lab.charged[item.nodeid] = [str(s) for s in found]
+        lab.shared.charge(item.nodeid, lab.charged[item.nodeid])
+    inherited = lab.shared.inherited(item.nodeid)  # a shared run's splat, charged to its runner
     if crashed:
         why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
         vm.kill()  # restarted by the next test's guest fixture
         detail = splat.summary(found) if found else "console tail:\n" + "\n".join(console.splitlines()[-25:])
         raise pytest.fail.Exception(f"{why} during this test; {detail}", pytrace=False)
-    if found:
+    if found or inherited:
         prefix = f"{type(error).__name__}: {error}\n" if error else ""
-        raise pytest.fail.Exception(prefix + splat.summary(found), pytrace=False)
+        text = "\n".join(inherited + ([splat.summary(found)] if found else []))
+        raise pytest.fail.Exception(prefix + text, pytrace=False)
     if error is not None:
         raise error
     return result

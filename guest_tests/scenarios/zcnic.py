@@ -15,8 +15,10 @@ netdev family (queue-get, page-pool-get, qstats-get) and ethtool's rings/channel
 setter and a bpf() loader for a two-instruction XDP_PASS program.
 """
 
+import contextlib
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import re
@@ -123,6 +125,7 @@ TCP_DATA_SPLIT = {"off": 1, "on": 2}
 
 # include/uapi/linux/if_link.h, rtnetlink.h
 RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
+IFLA_MTU, IFF_UP = 4, 1
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
@@ -178,6 +181,7 @@ class Netlink:
         self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.sock.bind((0, 0))
         self.seq = int(time.monotonic() * 1000) & 0xFFFFFF
+        self.extack = ""  # the message of the last acknowledgement (a warning on success)
 
     def close(self):
         self.sock.close()
@@ -205,8 +209,9 @@ class Netlink:
                     continue
                 if t in (NLMSG_ERROR, NLMSG_DONE):
                     err = -struct.unpack_from("=i", body)[0] if len(body) >= 4 else 0
+                    self.extack = self._extack(t, f, body) if len(body) >= 4 else ""
                     if err:
-                        raise NetlinkError(err, f"{os.strerror(err)}: {self._extack(t, f, body)}")
+                        raise NetlinkError(err, f"{os.strerror(err)}: {self.extack}")
                     if t == NLMSG_DONE or not dump:
                         return out
                     continue
@@ -314,7 +319,7 @@ def _nl_errno(fn):
     with Genl("ethtool") as g:
         try:
             fn(g)
-            LAST_EXTACK[0] = ""
+            LAST_EXTACK[0] = g.extack
             return 0
         except NetlinkError as e:
             LAST_EXTACK[0] = str(e)
@@ -325,10 +330,30 @@ def xdp_set(fd, flags=0, ifname=IFNAME):
     """RTM_SETLINK IFLA_XDP {fd, flags}; fd -1 detaches. Returns 0 or the errno."""
     ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), 0, 0)
     attrs = nla_nest(IFLA_XDP, nla_s32(IFLA_XDP_FD, fd), nla_u32(IFLA_XDP_FLAGS, flags))
+    return _setlink(ifinfo + attrs)
+
+
+def link_set(up=None, mtu=None, ifname=IFNAME):
+    """RTM_SETLINK: IFF_UP on or off, IFLA_MTU. Returns 0 or the errno (message in LAST_EXTACK)."""
+    flags = IFF_UP if up else 0
+    change = IFF_UP if up is not None else 0
+    ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), flags, change)
+    return _setlink(ifinfo + (nla_u32(IFLA_MTU, mtu) if mtu is not None else b""))
+
+
+def link_state(ifname=IFNAME):
+    """{"up": IFF_UP set, "mtu": the MTU} from sysfs."""
+    with open(f"/sys/class/net/{ifname}/flags") as f:
+        up = bool(int(f.read(), 16) & IFF_UP)
+    with open(f"/sys/class/net/{ifname}/mtu") as f:
+        return {"up": up, "mtu": int(f.read())}
+
+
+def _setlink(payload):
     with Netlink(NETLINK_ROUTE) as nl:
         try:
-            nl.request(RTM_SETLINK, ifinfo + attrs)
-            LAST_EXTACK[0] = ""
+            nl.request(RTM_SETLINK, payload)
+            LAST_EXTACK[0] = nl.extack
             return 0
         except NetlinkError as e:
             LAST_EXTACK[0] = str(e)
@@ -757,6 +782,8 @@ def wait_no_pools(timeout=15.0):
 
 
 QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
+# zcnic's qstats rx-hw-drops of a queue: the sum of these ethtool -S counters
+HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")
 
 
 def _qdelta(s0, s1):
@@ -897,10 +924,18 @@ def _op_xdp(frags=True):
     return op
 
 
-def _op_sh(cmd):
+def _op_link(*changes):
+    """RTM_SETLINK requests in turn, up to the first that fails: its errno and extack."""
+
     def op():
-        p = sh(cmd, check=False)
-        return {"errno": p.returncode, "extack": p.stderr.strip()}
+        extacks, states = [], []
+        for kw in changes:
+            err = link_set(**kw)
+            extacks.append(LAST_EXTACK[0])
+            states.append(link_state())
+            if err:
+                break
+        return {"errno": err, "extack": "; ".join(e for e in extacks if e), "states": states}
 
     return op
 
@@ -915,8 +950,8 @@ BOUND_OPS = {
     "xdp_generic": _op_xdp(),
     "ring_rx_128": _op_rings(rx=128),
     "ring_rx_1024": _op_rings(rx=1024),
-    "down_up": _op_sh(f"ip link set {IFNAME} down && ip link set {IFNAME} up"),
-    "mtu_1400": _op_sh(f"ip link set {IFNAME} mtu 1400"),
+    "down_up": _op_link({"up": False}, {"up": True}),
+    "mtu_1400": _op_link({"mtu": 1400}),
 }
 
 
@@ -936,6 +971,7 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
             out["pools"] = len(io_uring_pools(ifindex()))
             out["rings"] = {k: v for k, v in rings_get().items() if isinstance(v, int)}
             out["channels"] = len(queues())
+            out["link"] = link_state()
             peer.start()
             conn = accept(lst, peer)
             st = Stream()
@@ -1030,12 +1066,16 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
                 s1 = ethtool_stats()
                 if qstat(s1, queue, "no_buf_drops") > qstat(s0, queue, "no_buf_drops") and st.events:
                     break
-            s1, d1 = ethtool_stats(), qstats()[queue]
+            # TCP keeps retransmitting into the dry ring, so the drop counters move while
+            # they are read: qstats (netlink) between two ethtool -S reads of the same
+            # counters, so each bound holds whatever arrives in between.
+            s1, d1, s2 = ethtool_stats(), qstats()[queue], ethtool_stats()
             out["held_bytes"] = len(st.data)
             out["held_buffers"] = len(st.held)
             out["events_while_dry"] = list(st.events)
-            out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS}
+            out["dry"] = {f: qstat(s1, queue, f) - qstat(s0, queue, f) for f in QFIELDS + HW_DROPS}
             out["dry"]["posted"] = qstat(s1, queue, "posted")
+            out["dry_later"] = {f: qstat(s2, queue, f) - qstat(s0, queue, f) for f in HW_DROPS}
             out["dry_qstats"] = {k: d1[k] - d0.get(k, 0) for k in ("rx-hw-drops", "rx-alloc-fail")}
             out["arm_after_fired"] = errno_of(z.arm_event, U.ZCRX_EVENT_ALLOC_FAIL)
             give_back(z, st.held)
@@ -1122,6 +1162,9 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
         if bound:
             rx = Rx(queue, area_pages=1024, event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)
             out["pins_bound"] = pinned_pages() - pins0
+            # by id: once the device goes, its pools that live on are re-homed to loopback
+            # and page-pool-get no longer names the old ifindex
+            out["pool_ids"] = sorted(p["id"] for p in io_uring_pools(out["ifindex"]))
         peer.start()
         conn = accept(lst, peer)
         fd = conn.fileno()
@@ -1165,7 +1208,7 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
             give_back(z, st.held, flush=False)
             out["flush"] = errno_of(z.flush)
             out["stats"] = z.stats()
-            out["pools_left"] = [_pp(pp) for pp in io_uring_pools(out["ifindex"])]
+            out["pools_left"] = [_pp(pp) for pp in page_pools() if pp["id"] in out["pool_ids"]]
             rx.close()
             rx = None
         # abortive close: an orphaned FIN-WAIT socket would keep out-of-order skbs (and so
@@ -1183,6 +1226,7 @@ def teardown(what="link_del", bound=True, hold=True, family="ipv4", queue=1):
     out["pins_after"], out["pins_wait_s"] = wait_pins(pins0)
     out["pins_after"] -= pins0
     out["io_uring_pools_after"] = [_pp(pp) for pp in io_uring_pools()]
+    out["pools_after"] = [_pp(pp) for pp in page_pools() if pp["id"] in out.get("pool_ids", ())]
     return out
 
 
@@ -1207,6 +1251,18 @@ def _set_irq_cpus(irqs, cpus):
     return old
 
 
+def _irq_counts(cpu):
+    """{interrupt: count on CPU} from /proc/interrupts."""
+    out = {}
+    with open("/proc/interrupts") as f:
+        ncpu = len(f.readline().split())
+        for line in f:
+            fields = line.split()
+            if len(fields) > ncpu and fields[cpu + 1].isdigit():
+                out[" ".join([fields[0]] + fields[ncpu + 1 :])] = int(fields[cpu + 1])
+    return out
+
+
 def _net_rx_counts():
     """NET_RX softirqs run so far, per CPU (/proc/softirqs)."""
     with open("/proc/softirqs") as f:
@@ -1216,64 +1272,202 @@ def _net_rx_counts():
     return []
 
 
-def deferred_free(family="ipv4", queue=1, size=2 << 20):
-    """The receiver runs on one CPU, the netns peer on another, so zc0's NAPI (woken by veth
-    on the sender's CPU) allocates every skb on the peer's CPU, and TCP frees them after
-    zero-copy receive with skb_attempt_defer_free(): onto the peer CPU's defer list. Then
-    the peer is gone, the socket and the ring are closed, and nothing of ours runs NET_RX
-    on the peer's CPU: how many area pages stay pinned (and how many NET_RX softirqs each
-    CPU ran meanwhile), and how many after we make every CPU run NET_RX."""
-    cpus = sorted(os.sched_getaffinity(0))
+WQ_CPUMASK = "/sys/devices/virtual/workqueue/cpumask"
+TCP_CLOSE_WAIT, SO_RCVBUFFORCE, SIOCINQ = 8, 33, 0x541B
+
+
+def _tcp_state(sock):
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def _set_affinity(pid, cpus):
+    try:
+        os.sched_setaffinity(pid, cpus)
+        return True
+    except OSError:  # gone, or a per-CPU kernel thread
+        return False
+
+
+def _pin_tasks(cpus):
+    """Every task that may move (not this one) onto CPUS; returns {pid: old affinity}."""
+    old = {}
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()):
+        try:
+            was = os.sched_getaffinity(pid)
+        except OSError:
+            continue
+        if _set_affinity(pid, cpus):
+            old[pid] = was
+    return old
+
+
+def _sysctl_set(name, value):
+    """Write /proc/sys/NAME; returns the old value (None where there is no such knob)."""
+    try:
+        with open(f"/proc/sys/{name}") as f:
+            old = f.read().strip()
+        with open(f"/proc/sys/{name}", "w") as f:
+            f.write(value)
+    except OSError:
+        return None
+    return old
+
+
+def _router_solicitations(value):
+    """net.ipv6.conf.*.router_solicitations of every device here and in netns `remote`
+    set to VALUE (an int, or the {(netns, dev): old} this returned); returns the old ones."""
+    old = {}
+    for ns in ("", NETNS):
+        prefix = f"ip netns exec {ns} " if ns else ""
+        listing = sh(f"{prefix}sysctl -a -r 'net.ipv6.conf.*.router_solicitations'", check=False).stdout
+        for line in listing.splitlines():
+            key, _, val = line.partition(" = ")
+            new = value.get((ns, key), int(val)) if isinstance(value, dict) else value
+            old[(ns, key)] = int(val)
+            sh(f"{prefix}sysctl -q -w {key}={new}", check=False)
+    return old
+
+
+def deferred_free(family="ipv4", queue=1, size=256 << 10, window=3.0, attempts=3):
+    """Receive on one CPU what zc0's NAPI allocated on another, then close everything and
+    leave the allocating CPU without NET_RX: are the area's pages still pinned?
+
+    The peer (netns `remote`) runs on tx_cpu, so veth and zc0's NAPI run there and every
+    skb is allocated there. The receiver, the guest's virtio interrupts and all unbound
+    workqueues (io_uring's ring exit, which restarts the queue) run on rx_cpu. The whole
+    stream and its FIN are queued on the socket before RECV_ZC reads a byte, so every skb
+    is consumed on rx_cpu after tx_cpu's last NET_RX of the transfer, and TCP hands it to
+    tx_cpu's defer list (skb_attempt_defer_free) with its net_iovs. The socket is reset
+    (nothing more for tx_cpu to receive), the ring closed, the peer reaped; then the pins
+    and the NET_RX softirqs per CPU are watched for `window` seconds (and when they came
+    back unaided), then every CPU is made to run NET_RX.
+
+    An attempt in which tx_cpu ran NET_RX anyway (from the first read to the window's end)
+    is repeated, up to `attempts` times: the outcome is only determined while it did not."""
+    cpus = set(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return {"skip": "needs two CPUs"}
-    rx_cpu, tx_cpu = cpus[0], cpus[1]
+    rx_cpu, tx_cpu = sorted(cpus)[:2]
+    out = {"rx_cpu": rx_cpu, "tx_cpu": tx_cpu, "size": size, "window_s": window, "attempts": []}
+    out["skb_defer_max"] = int(sh("sysctl -n net.core.skb_defer_max").stdout)
+    with contextlib.ExitStack() as undo:
+        _quiet_cpu(undo, rx_cpu)
+        for i in range(attempts):
+            a = _deferred_free_once(family, queue, size, window, rx_cpu, tx_cpu, _port(0x7F + i))
+            out["attempts"].append(a)
+            if a["tx_net_rx"] == 0:
+                break
+    out.update(out["attempts"][-1])
+    return out
+
+
+def _quiet_cpu(undo, cpu):
+    """Leave every other CPU to the test: nothing else of ours may make them run NET_RX.
+    SSH to this guest arrives over virtio (its interrupts) and leaves from sshd (virtio's
+    TX NAPI runs on the sending CPU); IPv6 router solicitations are sent from timers; an
+    idle CPU expires other CPUs' timers (timer migration: the SSH socket's delayed ACK
+    went out on the other CPU); unbound workqueues (io_uring's ring exit, which restarts
+    the queue and so runs its NAPI) run anywhere. Each step registers its undo."""
+    irqs = _set_irq_cpus(_irqs("virtio"), str(cpu))
+    undo.callback(lambda: [_set_irq_cpus([irq], old) for irq, old in irqs.items()])
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    undo.callback(os.sched_setaffinity, 0, cpus)
+    tasks = _pin_tasks({cpu})
+    undo.callback(lambda: [_set_affinity(pid, old) for pid, old in tasks.items()])
+    old = _sysctl_set("kernel/timer_migration", "0")
+    if old is not None:
+        undo.callback(_sysctl_set, "kernel/timer_migration", old)
+    with open(WQ_CPUMASK) as f:
+        wq_mask = f.read().strip()
+    undo.callback(_write, WQ_CPUMASK, wq_mask)
+    _write(WQ_CPUMASK, f"{1 << cpu:x}")  # a hex mask
+    rs = _router_solicitations(0)
+    undo.callback(_router_solicitations, rs)
+    # x86 moves an interrupt when it next fires, still on the old CPU: make the SSH
+    # interface receive something now (the host's ACK of this line), not later
+    print("deferred_free: interrupts, tasks and unbound work moved to CPU", cpu, flush=True)
+    time.sleep(0.5)
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _delta(a, b):
+    return [y - x for x, y in zip(a, b, strict=True)]
+
+
+def _deferred_free_once(family, queue, size, window, rx_cpu, tx_cpu, port):
     pins0 = pinned_pages()
-    # SSH to this guest arrives over virtio: keep its NET_RX off the peer's CPU.
-    irqs = _set_irq_cpus(_irqs("virtio"), str(rx_cpu))
-    port = _port(0x7F)
     lst = listener(family, port)
+    lst.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 * size)  # the whole stream queues unread
     peer = Peer(family, port, size, seed=port)
-    out = {"rx_cpu": rx_cpu, "tx_cpu": tx_cpu, "skb_defer_max": sh("sysctl -n net.core.skb_defer_max").stdout}
-    rx = conn = None
+    out = {}
+    rx = conn = rule = None
     try:
-        os.sched_setaffinity(0, {rx_cpu})
         os.sched_setaffinity(peer.pid, {tx_cpu})
-        ntuple(family, port, queue)
+        rule = ntuple(family, port, queue)
         rx = Rx(queue, area_pages=1024)
+        pool_ids = sorted(p["id"] for p in io_uring_pools(ifindex()))
+        out["pool_ids"] = pool_ids
         peer.start()
         conn = accept(lst, peer)
+        deadline = time.monotonic() + 60
+        while _tcp_state(conn) != TCP_CLOSE_WAIT and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out["fin_before_read"] = _tcp_state(conn) == TCP_CLOSE_WAIT
+        # the ACK of the FIN waits for the delayed-ACK timer, armed on tx_cpu: send it now,
+        # from here (rx_cpu), and give timers armed during the transfer time to run out
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        time.sleep(0.5)
+        out["queued_before_read"] = struct.unpack("i", fcntl.ioctl(conn, SIOCINQ, b"\0" * 4))[0]
+        net_rx0 = _net_rx_counts()
+        irq0 = _irq_counts(tx_cpu)
         st = Stream()
         ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
-        pump(rx, conn.fileno(), st, ud, until=size, timeout=60)
-        out["received"] = len(st.data)
+        pump(rx, conn.fileno(), st, ud, timeout=60)
+        out["received"], out["final"] = len(st.data), st.final
+        out["match"] = bytes(st.data) == peer.data
         out["copy_count"] = rx.z.stats()["copy_count"]
+        net_rx_read = _net_rx_counts()
         # RST, not FIN: nothing more crosses the wire, so the peer's CPU gets no NET_RX
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         conn.close()
         conn = None
         rx.close()
         rx = None
-        peer.kill()
-        os.sched_setaffinity(0, set(cpus))
-        net_rx0 = _net_rx_counts()
-        out["pins_idle"], out["pins_idle_wait_s"] = wait_pins(pins0, timeout=10, kick_after=None)
-        out["net_rx_while_idle"] = [b - a for a, b in zip(net_rx0, _net_rx_counts(), strict=True)]
-        out["pins_idle"] -= pins0
-        out["pools_idle"] = [_pp(pp) for pp in io_uring_pools()]
+        out["peer"] = peer.result(30)
+        net_rx_closed = _net_rx_counts()
+        t0 = time.monotonic()
+        out["pins_idle_wait_s"] = None  # seconds until the area was unpinned unaided, if it was
+        while time.monotonic() - t0 < window:
+            if pinned_pages() == pins0:
+                out["pins_idle_wait_s"] = round(time.monotonic() - t0, 2)
+                break
+            time.sleep(0.1)
+        net_rx = _delta(net_rx0, _net_rx_counts())
+        irq1 = _irq_counts(tx_cpu)
+        out["irqs_on_tx_cpu"] = {k: v - irq0.get(k, 0) for k, v in irq1.items() if v != irq0.get(k, 0)}
+        out["net_rx_since_read"] = net_rx  # per CPU, from the first read to the window's end
+        out["net_rx_phases"] = [_delta(net_rx0, net_rx_read), _delta(net_rx_read, net_rx_closed)]
+        out["tx_net_rx"] = net_rx[tx_cpu]
+        out["pins_idle"] = pinned_pages() - pins0
+        out["pools_idle"] = [_pp(p) for p in page_pools() if p["id"] in pool_ids]
         out["cpus_kicked"] = run_net_rx_on_every_cpu()
-        out["pins_after_kick"], out["pins_kick_wait_s"] = wait_pins(pins0, timeout=10, kick_after=None)
+        out["pins_after_kick"], out["pins_kick_wait_s"] = wait_pins(pins0, timeout=15, kick_after=None)
         out["pins_after_kick"] -= pins0
-        out["pools_after_kick"] = len(io_uring_pools())
+        out["pools_after_kick"] = [_pp(p) for p in page_pools() if p["id"] in pool_ids]
     finally:
-        os.sched_setaffinity(0, set(cpus))
-        for irq, old in irqs.items():
-            _set_irq_cpus([irq], old)
         if rx:
             rx.close()
         if conn:
             conn.close()
         peer.kill()
         lst.close()
+        if rule is not None:
+            sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
     return out
 
 

@@ -9,7 +9,7 @@ import errno
 import socket
 
 from guest_tests.lib.defer import defer
-from guest_tests.zcrx import PAGE_SIZE, Ring
+from guest_tests.zcrx import PAGE_SIZE, Ring, Zcrx
 from guest_tests.zcrx.util import RecvResult, Sender, collect, pattern, pinned_pages, tcp_pair
 
 
@@ -23,6 +23,13 @@ class NodevEnv:
         ring = Ring(entries, **kwargs)
         defer(ring.close)
         return ring
+
+    def zcrx(self, ring: Ring, **kwargs) -> Zcrx:
+        """A NODEV ifq on ring (ZcrxArgs keywords). After the test the ring is closed
+        first, then its areas (ADD_AREA ones too) and refill region are unmapped."""
+        zcrx = ring.register_zcrx(**kwargs)
+        defer(_release, ring, zcrx)
+        return zcrx
 
     def stream(self, ring: Ring, zcrx, total: int, seed: int = 31, rcvbuf: int | None = None) -> "Stream":
         stream = Stream(ring, zcrx, total, seed, rcvbuf)
@@ -76,6 +83,14 @@ class Stream:
         self.snd.close()
         self.rcv.close()
         self.sender.join(5)
+
+
+def _release(ring: Ring, zcrx: Zcrx):
+    ring.close()
+    zcrx.args.close()
+    for area in zcrx.areas[1:]:
+        if area.mem is not None:
+            area.mem.close()
 
 
 def buffers(cqes) -> int:

@@ -6,27 +6,20 @@ counters); the host-side tests in guest_tests/test_nodev_*.py judge them.
 
 import ctypes
 import errno
-import json
 import os
 import platform
-import select
 import socket
-import time
 
 from guest_tests.zcrx import PAGE_SIZE, Mem, Ring, ZcrxArgs, layout
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.mem import MAP_SHARED, PROT_READ, libc, mmap, munmap
 from guest_tests.zcrx.util import (
     CAP_NET_ADMIN,
-    EndlessSender,
-    RecvResult,
     Sender,
-    collect,
     drop_cap,
     errno_of,
     has_cap_eff,
     in_child,
-    kill_and_reap,
     pattern,
     pinned_pages,
     recv_zc,
@@ -559,192 +552,7 @@ def max_areas():
 
 
 # --------------------------------------------------------------------------------------
-# completion ring
-
-
-def recv_stream(
-    size=1 << 20,
-    family="ipv4",
-    ring="zcrx",
-    rq_entries=256,
-    area_pages=512,
-    length=0,
-    refill=True,
-    chunk=1 << 16,
-    cq_entries=4096,
-    rcvbuf=None,
-    sender_close=False,
-    keep_cqes=0,
-    event_mask=0,
-):
-    """Send `size` pattern bytes over loopback TCP and receive them with RECV_ZC."""
-    fam = socket.AF_INET6 if family == "ipv6" else socket.AF_INET
-    pins0 = pinned_pages()
-    with Ring(16, RING_FLAGS[ring], cq_entries=cq_entries) as r:
-        z = r.register_zcrx(
-            rq_entries=rq_entries,
-            area_len=area_pages * PAGE_SIZE,
-            event_mask=event_mask,
-            event_user_data=0xE7E7,
-        )
-        pins_reg = pinned_pages() - pins0
-        snd, rcv = tcp_pair(fam, rcvbuf)
-        data = pattern(size, seed=size & 0xFFFF)
-        s = Sender(snd, data, chunk=chunk, close=sender_close)
-        t0 = time.monotonic()
-        # a run of task work can use up the whole area (-ENOMEM ends the multishot): re-arm
-        rearm = () if length else (-errno.ENOMEM, -errno.ENOSPC)
-        res = recv_zc(r, z, rcv.fileno(), length=length, refill=refill, timeout=60, rearm_on_error=rearm)
-        secs = time.monotonic() - t0
-        out = res.summary(z, keep_cqes)
-        got = bytes(res.data)
-        out.update(
-            sent=len(data),
-            match=got == data[: len(got)],
-            full_match=got == data,
-            secs=round(secs, 2),
-            rq_head=z.head,
-            rq_tail=z.tail,
-            rq_entries=z.rq_entries,
-            area_len=z.areas[0].len,
-            pins_registered=pins_reg,
-            expected_pins=(z.areas[0].len + z.args.rd.size) // PAGE_SIZE,
-            cqe_f32=sum(1 for c in res.cqes if c.flags & U.IORING_CQE_F_32),
-            final_f32=bool(res.final and res.final.flags & U.IORING_CQE_F_32),
-            final_big=res.final.big.hex() if res.final and res.final.big else None,
-            cq_skipped=r.skipped,
-            rearms=[c.res for c in res.others if c.user_data != 0xE7E7],
-        )
-        if length:
-            # what is left in the socket after a length-limited receive
-            s.join(10)
-            rcv.settimeout(5)
-            rest = bytearray()
-            while True:
-                b = rcv.recv(1 << 16)
-                if not b:
-                    break
-                rest += b
-            out["rest_bytes"] = len(rest)
-            out["rest_match"] = got + bytes(rest) == data
-        s.join(10)
-        snd.close()
-        rcv.close()
-    out["pins_after_close"] = wait_pins(pins0)[0] - pins0
-    return out
-
-
-# --------------------------------------------------------------------------------------
-# teardown
-
-
-def _child_receiver(mode, ready_w, area_pages, holder_sock=None):
-    """Runs in a forked child: register, get into `mode`, report, wait to be killed."""
-    ring = Ring(16, cq_entries=1024)
-    z = ring.register_zcrx(area_len=area_pages * PAGE_SIZE, rq_entries=256)
-    snd, rcv = tcp_pair()
-    info = {"pid": os.getpid()}
-    r, ud = RecvResult(), None
-    if mode == "exported":
-        fd = z.export()
-        socket.send_fds(holder_sock, [b"x"], [fd])
-        os.close(fd)
-    if mode in ("receiving", "exported"):
-        EndlessSender(snd)
-        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
-        collect(ring, z, ud, r, until_bytes=1 << 20, timeout=30)
-        info["received_before_ready"] = len(r.data)
-    elif mode == "held":
-        snd.sendall(pattern(area_pages * PAGE_SIZE * 2, 2))
-        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
-        collect(ring, z, ud, r, timeout=10, refill=False)
-        info["held_buffers"] = len({c.zc_off for c in r.cqes})
-        info["final"] = r.final.to_dict() if r.final else None
-    elif mode == "armed":
-        ud = ring.submit_recv_zc(rcv.fileno(), z.id)
-        info["cqes_while_armed"] = len(ring.wait_cqes(1, 0.3))
-    elif mode == "queued":
-        snd.sendall(pattern(200_000, 3))  # data sits in the socket, no request
-    os.write(ready_w, (json.dumps(info) + "\n").encode())
-    while True:  # keep going until killed
-        if mode in ("receiving", "exported"):
-            collect(ring, z, ud, r, timeout=1)
-        else:
-            time.sleep(1)
-
-
-def _fd_holder(sock):
-    """Forked before any ring exists: receives the exported zcrx fd and keeps it."""
-    _, fds, _, _ = socket.recv_fds(sock, 16, 4)
-    sock.send(
-        json.dumps(
-            {"fds": len(fds), "link": os.readlink(f"/proc/self/fd/{fds[0]}") if fds else None}
-        ).encode()
-    )
-    while True:
-        time.sleep(1)
-
-
-def teardown_sigkill(mode="receiving", area_pages=256):
-    """SIGKILL a process holding an ifq in `mode`; check pins and re-registration."""
-    base = pinned_pages()
-    out = {"mode": mode}
-    holder_pid = hold_parent = None
-    if mode == "exported":
-        hold_parent, hold_child = socket.socketpair()
-        holder_pid = os.fork()
-        if holder_pid == 0:
-            try:
-                hold_parent.close()
-                _fd_holder(hold_child)
-            finally:
-                os._exit(1)
-        hold_child.close()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            _child_receiver(mode, w, area_pages, hold_parent)
-        finally:
-            os._exit(1)
-    os.close(w)
-    line = read_all_line(r, 40)
-    os.close(r)
-    out["ready"] = bool(line)
-    out["child"] = json.loads(line) if line else None
-    if holder_pid:
-        hold_parent.settimeout(10)
-        out["holder"] = json.loads(hold_parent.recv(4096) or b"null")
-    out["pins_during"] = pinned_pages() - base
-    t0 = time.monotonic()
-    status = kill_and_reap(pid)
-    out["child_killed_by"] = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if holder_pid:
-        time.sleep(1.0)
-        out["pins_while_holder_alive"] = pinned_pages() - base
-        kill_and_reap(holder_pid)
-        hold_parent.close()
-    v, waited = wait_pins(base, timeout=20)
-    out["pins_after"] = v - base
-    out["pins_wait_s"] = waited
-    out["teardown_s"] = round(time.monotonic() - t0, 2)
-    # the same registration again, and a receive through it
-    again = recv_stream(size=256 * 1024, area_pages=area_pages)
-    out["again"] = {k: again[k] for k in ("full_match", "bytes", "final", "pins_after_close")}
-    out["pins_final"] = pinned_pages() - base
-    return out
-
-
-def read_all_line(fd, timeout):
-    buf, deadline = b"", time.monotonic() + timeout
-    while not buf.endswith(b"\n") and time.monotonic() < deadline:
-        if select.select([fd], [], [], 1)[0]:
-            b = os.read(fd, 4096)
-            if not b:
-                break
-            buf += b
-    return buf.decode().strip()
+# pinned pages
 
 
 def pins_registration(region="user", area_pages=64, hugetlb=False):

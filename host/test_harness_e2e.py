@@ -20,18 +20,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def harness_cmd(results: Path, *args: str) -> list[str]:
+    """pytest on guest_tests/test_harness.py as a user types it, results into RESULTS."""
+    pytest_ = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    return [*pytest_, f"--results-dir={results}", *args, "guest_tests/test_harness.py"]
+
+
 def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        f"--results-dir={tmp_path / 'results'}",
-        *args,
-        "guest_tests/test_harness.py",
-    ]
+    cmd = harness_cmd(tmp_path / "results", *args)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
@@ -125,17 +121,7 @@ def test_panic_and_splats_are_charged_and_the_run_goes_on(tmp_path):
 
 def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
     results = tmp_path / "results"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--kernel=default",
-        f"--results-dir={results}",
-        "guest_tests/test_harness.py",
-    ]
+    cmd = harness_cmd(results, "--kernel=default")
     # A background job may inherit SIGINT ignored; a user's terminal does not.
     proc = subprocess.Popen(
         cmd,
@@ -160,17 +146,7 @@ def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_killed_run_leaves_no_qemu(tmp_path, sig):
     results = tmp_path / "results"
-    cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-p",
-        "no:cacheprovider",
-        "-q",
-        "--kernel=default",
-        f"--results-dir={results}",
-        "guest_tests/test_harness.py",
-    ]
+    cmd = harness_cmd(results, "--kernel=default")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     console = results / "console-boot1.log"
     deadline = time.monotonic() + 120

@@ -48,7 +48,7 @@ STREAMS = {
 def ifq(nodev, flags=U.ZCRX_RING_FLAGS, cq_entries=4096):
     """A 16-entry ring and a NODEV ifq on it: 512-buffer area, 256-entry refill ring."""
     ring = nodev.ring(16, flags=flags, cq_entries=cq_entries)
-    return nodev.zcrx(ring, rq_entries=256, area_len=512 * PAGE_SIZE)
+    return ring.register_zcrx(rq_entries=256, area_len=512 * PAGE_SIZE)
 
 
 def transfer(nodev, zcrx, size, family=socket.AF_INET, chunk=1 << 16, rcvbuf=None):
@@ -148,7 +148,7 @@ def test_length_limited_recv(nodev):
 def test_oneshot_sequence(nodev):
     """Repeated length-limited requests (upstream --oneshot style) deliver the stream in order."""
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring)
+    zcrx = ring.register_zcrx()
     snd, rcv = nodev.tcp_pair()
     data = pattern(8 * PAGE_SIZE, seed=5)
     sender = Sender(snd, data)
@@ -205,7 +205,7 @@ REJECTED = {  # case: (the fd RECV_ZC is armed on, SQE fields, CQE res)
 def test_recv_zc_rejected(nodev, case):
     kind, fields, cqe_res = REJECTED[case]
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring)
+    zcrx = ring.register_zcrx()
     fields = dict(fields)
     ud = ring.submit_recv_zc(rejected_fd(nodev, kind), fields.pop("zcrx_id", zcrx.id), **fields)
     mine = [c for c in ring.wait_cqes(1, timeout=1.0) if c.user_data == ud]
@@ -223,7 +223,7 @@ def test_multishot_ending(nodev, kind, final_res):
     is armed; shutdown_rd, reset: the data is received, then the receiver shuts down its
     read side, or the sender resets the connection."""
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring)
+    zcrx = ring.register_zcrx()
     snd, rcv = nodev.tcp_pair()
     data = b"" if kind == "eof_no_data" else pattern(20_000, seed=3)
     if kind in ("eof", "eof_no_data"):
@@ -246,7 +246,7 @@ def test_multishot_ending(nodev, kind, final_res):
 def test_several_sockets_one_ifq(nodev):
     """4 TCP connections, one multishot RECV_ZC each, all on one ifq."""
     ring = nodev.ring(64, cq_entries=4096)
-    zcrx = nodev.zcrx(ring, area_len=1024 * PAGE_SIZE, rq_entries=1024)
+    zcrx = ring.register_zcrx(area_len=1024 * PAGE_SIZE, rq_entries=1024)
     pairs = [nodev.tcp_pair() for _ in range(4)]
     datas = [pattern(200_000, seed=100 + i) for i in range(4)]
     uds = {ring.submit_recv_zc(rcv.fileno(), zcrx.id): i for i, (_, rcv) in enumerate(pairs)}
@@ -274,7 +274,7 @@ def test_cq_overflow(nodev):
     """zcrx data CQEs never go to the overflow list: a full CQ ends the request with
     -ENOSPC (that CQE overflows), no data is lost, re-arming continues the stream."""
     ring = nodev.ring(4, cq_entries=8)
-    zcrx = nodev.zcrx(ring, area_len=512 * PAGE_SIZE, rq_entries=512)
+    zcrx = ring.register_zcrx(area_len=512 * PAGE_SIZE, rq_entries=512)
     snd, rcv = nodev.tcp_pair()
     data = pattern(256 * 1024, seed=9)
     ud = ring.submit_recv_zc(rcv.fileno(), zcrx.id)
@@ -302,7 +302,7 @@ def test_area_exhaustion_then_refill(nodev):
     """A 4-buffer area with no refill: 4 CQEs, then -ENOMEM ends the multishot; after
     refill + FLUSH_RQ the stream continues intact."""
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring, area_len=4 * PAGE_SIZE, rq_entries=64)
+    zcrx = ring.register_zcrx(area_len=4 * PAGE_SIZE, rq_entries=64)
     snd, rcv = nodev.tcp_pair()
     data = pattern(64 * 1024, seed=13)
     sender = Sender(snd, data)
@@ -319,7 +319,7 @@ def test_area_exhaustion_then_refill(nodev):
 def test_multiple_areas_receive(nodev):
     """ADD_AREA areas get ids 1, 2; when area 0 is used up data lands in the next ones."""
     ring = nodev.ring(8, cq_entries=1024)
-    zcrx = nodev.zcrx(ring, area_len=4 * PAGE_SIZE, rq_entries=64)
+    zcrx = ring.register_zcrx(area_len=4 * PAGE_SIZE, rq_entries=64)
     zcrx.add_area(8 * PAGE_SIZE)
     zcrx.add_area(8 * PAGE_SIZE)
     assert [a.token for a in zcrx.areas] == [0, 1 << 48, 2 << 48]
@@ -369,7 +369,7 @@ def sent_and_received(zcrx, ud, snd, data) -> RecvResult:
 
 def test_copy_event_fires_once_until_rearmed(nodev):
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring, event_mask=1 << U.ZCRX_EVENT_COPY, event_user_data=EVENT_UD)
+    zcrx = ring.register_zcrx(event_mask=1 << U.ZCRX_EVENT_COPY, event_user_data=EVENT_UD)
     snd, rcv = nodev.tcp_pair()
     ud = ring.submit_recv_zc(rcv.fileno(), zcrx.id)
     copy_event = (EVENT_UD, U.ZCRX_EVENT_COPY, 0)  # user_data, res (the event type), flags
@@ -388,7 +388,7 @@ def test_copy_event_fires_once_until_rearmed(nodev):
 
 def test_stats_accumulate(nodev):
     ring = nodev.ring(16)
-    zcrx = nodev.zcrx(ring, event_mask=1 << U.ZCRX_EVENT_COPY, event_user_data=EVENT_UD)
+    zcrx = ring.register_zcrx(event_mask=1 << U.ZCRX_EVENT_COPY, event_user_data=EVENT_UD)
     snd, rcv = nodev.tcp_pair()
     assert zcrx.stats() == {"copy_count": 0, "copy_bytes": 0}
     ud = ring.submit_recv_zc(rcv.fileno(), zcrx.id)

@@ -9,8 +9,9 @@ import errno
 import socket
 
 from guest_tests.lib.defer import defer
-from guest_tests.zcrx import PAGE_SIZE, Ring, Zcrx
-from guest_tests.zcrx.util import RecvResult, Sender, collect, pattern, pinned_pages, tcp_pair
+from guest_tests.zcrx import PAGE_SIZE, Mem, Ring
+from guest_tests.zcrx.mem import PROT_NONE
+from guest_tests.zcrx.util import RecvResult, Sender, collect, pattern, pinned_pages, recv_zc, tcp_pair
 
 
 class NodevEnv:
@@ -20,16 +21,30 @@ class NodevEnv:
     page = PAGE_SIZE
 
     def ring(self, entries: int = 16, **kwargs) -> Ring:
+        """An io_uring (zcrx's flags by default), closed after the test; then the memory
+        of every ifq registered on it (areas, user regions) is unmapped."""
         ring = Ring(entries, **kwargs)
+        defer(_unmap_ifqs, ring)
         defer(ring.close)
         return ring
 
-    def zcrx(self, ring: Ring, **kwargs) -> Zcrx:
-        """A NODEV ifq on ring (ZcrxArgs keywords). After the test the ring is closed
-        first, then its areas (ADD_AREA ones too) and refill region are unmapped."""
-        zcrx = ring.register_zcrx(**kwargs)
-        defer(_release, ring, zcrx)
-        return zcrx
+    @staticmethod
+    def close(ring: Ring) -> None:
+        """Close the ring now and unmap its ifqs' memory (the undo then has nothing left)."""
+        ring.close()
+        _unmap_ifqs(ring)
+
+    @staticmethod
+    def mem(size: int, **kwargs) -> Mem:
+        """An anonymous mapping (Mem keywords), unmapped after the test."""
+        mem = Mem(size, **kwargs)
+        defer(mem.close)
+        return mem
+
+    def inaccessible(self) -> int:
+        """The address of a mapped PROT_NONE page: every kernel access to it faults, and
+        nothing else can be mapped there during the test."""
+        return self.mem(PAGE_SIZE, prot=PROT_NONE, populate=False).addr
 
     def stream(self, ring: Ring, zcrx, total: int, seed: int = 31, rcvbuf: int | None = None) -> "Stream":
         stream = Stream(ring, zcrx, total, seed, rcvbuf)
@@ -42,6 +57,30 @@ class NodevEnv:
         defer(rcv.close)
         defer(snd.close)
         return snd, rcv
+
+    def receive(self, ring: Ring, zcrx, size: int, seed: int = 31, timeout: float = 60.0):
+        """Send size pattern bytes over a loopback TCP pair and RECV_ZC them on zcrx,
+        re-arming when the area runs dry: (RecvResult, whether the data arrived intact)."""
+        snd, rcv = self.tcp_pair()
+        data = pattern(size, seed)
+        sender = Sender(snd, data)
+        res = recv_zc(ring, zcrx, rcv.fileno(), timeout=timeout, rearm_on_error=(-errno.ENOMEM,))
+        sender.join(10)
+        snd.close()
+        rcv.close()
+        return res, bytes(res.data) == data
+
+    @staticmethod
+    def sysctl(name: str) -> str:
+        """A sysctl's value (name as sysctl(8) writes it: vm.nr_hugepages)."""
+        with open(_sysctl_path(name)) as f:
+            return f.read().strip()
+
+    def set_sysctl(self, name: str, value) -> None:
+        """Set a sysctl; its old value is written back after the test."""
+        old = self.sysctl(name)
+        _write(_sysctl_path(name), value)
+        defer(_write, _sysctl_path(name), old)
 
     @staticmethod
     def pins() -> int:
@@ -85,12 +124,22 @@ class Stream:
         self.sender.join(5)
 
 
-def _release(ring: Ring, zcrx: Zcrx):
-    ring.close()
-    zcrx.args.close()
-    for area in zcrx.areas[1:]:
-        if area.mem is not None:
-            area.mem.close()
+def _sysctl_path(name: str) -> str:
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _unmap_ifqs(ring: Ring) -> None:
+    for zcrx in ring.zcrx:
+        if zcrx.args is not None:
+            zcrx.args.close()
+        for area in zcrx.areas:
+            if area.mem is not None:
+                area.mem.close()
 
 
 def buffers(cqes) -> int:

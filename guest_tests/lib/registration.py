@@ -1,0 +1,64 @@
+"""IORING_REGISTER_ZCRX_IFQ cases: a valid NODEV registration with fields changed.
+
+A test module keeps its table of `Reg` cases with the errno each must give;
+`register(nodev, reg)` runs one on a fresh ring. The placeholders below stand
+for values that exist only in the guest while the test runs (see structs.py).
+"""
+
+import ctypes
+import socket
+from typing import NamedTuple
+
+from guest_tests.lib.defer import defer
+from guest_tests.lib.structs import Late, put, resolve
+from guest_tests.zcrx import PAGE_SIZE, Zcrx, ZcrxArgs
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.mem import PROT_NONE, libc
+from guest_tests.zcrx.util import errno_of
+
+BAD = Late("an inaccessible address (a PROT_NONE page)")
+EVENTS = Late("the address of the registration's zcrx_event_desc")
+LO = Late("the ifindex of lo")
+GUARDED = Late("ZcrxArgs' 256-page area followed by a PROT_NONE page, all of it the area")
+
+
+class Reg(NamedTuple):
+    """One registration: ZcrxArgs(**args) (valid by default), then the fields in `set`
+    changed ("reg.": io_uring_zcrx_ifq_reg, "area.": io_uring_zcrx_area_reg, "rd.":
+    io_uring_region_desc, "ev.": zcrx_event_desc)."""
+
+    want: int  # the errno the kernel must return (0: success)
+    ring: int = U.ZCRX_RING_FLAGS  # io_uring_setup flags
+    args: dict = {}  # ZcrxArgs keywords, and area_prot / region_prot: mprotect() them
+    set: dict = {}
+    nr_args: int = 1
+    null_arg: bool = False  # pass NULL instead of the io_uring_zcrx_ifq_reg
+    prior: int = 0  # ifqs registered on the ring before this one
+
+
+def register(nodev, reg: Reg):
+    """Run one case on a fresh ring: (errno, its ZcrxArgs, the registered Zcrx or None)."""
+    ring = nodev.ring(8, flags=reg.ring)
+    for _ in range(reg.prior):
+        ring.register_zcrx()
+    kwargs = dict(reg.args)
+    area_prot, region_prot = kwargs.pop("area_prot", None), kwargs.pop("region_prot", None)
+    late = {BAD: nodev.inaccessible(), LO: socket.if_nametoindex("lo")}
+    if GUARDED in kwargs.values():
+        late[GUARDED] = guarded = nodev.mem(257 * PAGE_SIZE)
+        libc.mprotect(guarded.addr + 256 * PAGE_SIZE, PAGE_SIZE, PROT_NONE)
+    args = ZcrxArgs(**{key: resolve(value, late) for key, value in kwargs.items()})
+    defer(args.close)
+    if area_prot is not None:
+        args.area_mem.protect(area_prot)
+    if region_prot is not None:
+        args.region_mem.protect(region_prot)
+    late[EVENTS] = ctypes.addressof(args.ev)
+    put(args, reg.set, late)
+    arg = 0 if reg.null_arg else args.reg
+    err = errno_of(ring.register, U.IORING_REGISTER_ZCRX_IFQ, arg, reg.nr_args)
+    if err:
+        return err, args, None
+    zcrx = Zcrx(ring, args)
+    ring.zcrx.append(zcrx)  # the ring unmaps a kernel region at close
+    return 0, args, zcrx

@@ -175,7 +175,8 @@ class Series:
             if rec.build == "ok":
                 if before is not None:
                     rec.warnings = _new_items(before, self.lab.warnings(files))
-                run = self._test(rec, "full" if self.every or rec.index == n else "quick")
+                full = self.every or self.quick is None or rec.index == n
+                run = self._test(rec, "full" if full else "quick")
                 if not run.boot_failure:
                     self._judge(rec, run)
             rec.seconds += time.monotonic() - start
@@ -206,7 +207,7 @@ class Series:
             which, run = "boot only", self._run(rec, [BOOT_CHECK], "boot")
         rec.selection, rec.counts = which, run.counts()
         if run.boot_failure:
-            rec.boot = f"failed: {_last_line(run.boot_failure)}"
+            rec.boot = f"failed: {_first_line(run.boot_failure)}"
             return run
         rec.boot = "ok"
         self.testable[rec.index] = True
@@ -320,7 +321,7 @@ def _new_items(before: list[str], after: list[str]) -> list[str]:
     return new
 
 
-def _last_line(text: str) -> str:
+def _first_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[0][:200] if lines else "?"
 

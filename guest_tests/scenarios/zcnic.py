@@ -16,57 +16,52 @@ setter and a bpf() loader for a two-instruction XDP_PASS program.
 """
 
 import contextlib
-import ctypes
 import errno
 import fcntl
-import json
 import os
 import re
-import select
 import socket
 import struct
 import subprocess
 import time
 
+from guest_tests.lib.nic import (
+    ADDR,
+    DEBUGFS,
+    DEF_QUEUES,
+    DEF_RING,
+    EV_UD,
+    FLOW_TYPE,
+    IFNAME,
+    LOWER,
+    NETNS,
+    PEER,
+    XDP_FLAGS_DRV_MODE,
+    XDP_FLAGS_SKB_MODE,
+    ethtool_stats,
+    ifindex,
+    link_exists,
+    missing,
+    qstat,
+    sh,
+    xdp_pass_prog,
+)
+from guest_tests.lib.peer import Peer, accept, listener
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.mem import libc
 from guest_tests.zcrx.util import (
     errno_of,
     give_back,
-    pattern,
     pinned_pages,
     run_net_rx_on_every_cpu,
     sha256,
     wait_pins,
 )
 
-IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
-ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
-FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
-DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
 KNOBS = ("fail_queue_mem_alloc", "fail_queue_start", "fail_pp_alloc", "rx_drop")
-DEF_QUEUES, DEF_RING = 4, 256
-EV_UD = 0xE7E7  # user_data of zcrx event CQEs
 
 # ---------------------------------------------------------------------------------------
 # shell
-
-
-def sh(cmd, check=True):
-    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-    if check and p.returncode:
-        raise RuntimeError(f"{cmd!r} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
-    return p
-
-
-def ifindex(name=IFNAME):
-    return socket.if_nametoindex(name)
-
-
-def link_exists(name=IFNAME):
-    return os.path.exists(f"/sys/class/net/{name}")
 
 
 def knob(name, value=None):
@@ -76,20 +71,6 @@ def knob(name, value=None):
             f.write(str(value))
     with open(path) as f:
         return int(f.read())
-
-
-def ethtool_stats(dev=IFNAME):
-    """`ethtool -S` as {name: int}."""
-    out = {}
-    for line in sh(f"ethtool -S {dev}").stdout.splitlines()[1:]:
-        k, _, v = line.strip().partition(":")
-        if v.strip().lstrip("-").isdigit():
-            out[k.strip()] = int(v)
-    return out
-
-
-def qstat(stats, q, name):
-    return stats.get(f"rx{q}_{name}", 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +107,6 @@ TCP_DATA_SPLIT = {"off": 1, "on": 2}
 # include/uapi/linux/if_link.h, rtnetlink.h
 RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
 IFLA_MTU, IFF_UP = 4, 1
-XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
 def nla(atype, payload):
@@ -361,30 +341,6 @@ def _setlink(payload):
 
 
 # ---------------------------------------------------------------------------------------
-# bpf(): an XDP_PASS program without clang
-
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
-XDP_PASS_INSNS = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 2; exit
-
-
-def xdp_pass_prog(frags=True):
-    """Load `return XDP_PASS`; frags: BPF_F_XDP_HAS_FRAGS (multi-buffer aware). Returns the fd."""
-    insns = ctypes.create_string_buffer(XDP_PASS_INSNS)
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("=IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic))
-    struct.pack_into("=I", attr, 44, BPF_F_XDP_HAS_FRAGS if frags else 0)  # prog_flags
-    attr[48:56] = b"zc_pass\0"  # prog_name
-    for _ in range(5):  # EAGAIN: a signal interrupted the verifier; libbpf retries too
-        fd = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(BPF_PROG_LOAD), attr, ctypes.c_long(128))
-        if fd >= 0:
-            return fd
-        e = ctypes.get_errno()
-        if e != errno.EAGAIN:
-            break
-    raise OSError(e, f"BPF_PROG_LOAD: {os.strerror(e)}")
-
-
 # ---------------------------------------------------------------------------------------
 # the environment
 
@@ -446,25 +402,6 @@ def wait_unbound(timeout=20.0, ifname=IFNAME):
         time.sleep(0.1)
 
 
-def missing():
-    """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
-    if not os.path.exists("/proc/self/ns/net"):
-        return "no network namespaces (CONFIG_NET_NS)"
-    # Creating a pair works for built-in veth and loads a modular one.
-    probe = "ip link add zcl-vprobe0 type veth peer name zcl-vprobe1 && ip link del zcl-vprobe0"
-    if sh(probe, check=False).returncode:
-        return "no veth (CONFIG_VETH)"
-    if not os.path.exists("/proc/sys/net/ipv6"):
-        return "no IPv6 (CONFIG_IPV6)"
-    with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
-        try:
-            ring.register_zcrx(rq_entries=8, area_len=PAGE_SIZE)
-        except OSError as e:
-            err = errno.errorcode.get(e.errno)
-            return f"IORING_REGISTER_ZCRX_IFQ fails with {err} (CONFIG_IO_URING_ZCRX?)"
-    return None
-
-
 def ensure_env(module, reset=True):
     """Idempotent: the topology exists, no queue is bound, zc0 is in its default config."""
     t0 = time.monotonic()
@@ -488,108 +425,6 @@ def ensure_env(module, reset=True):
 
 # ---------------------------------------------------------------------------------------
 # traffic: a sender in the remote netns, a zcrx receiver here
-
-
-class Peer:
-    """A TCP sender in netns `remote`: a forked child that connects and sends when start()ed,
-    then waits for the receiver to close. It never touches the parent's io_uring."""
-
-    def __init__(self, family, port, size, seed=1, chunk=1 << 16, endless=False):
-        self.size, self.seed = size, seed
-        go_r, self.go_w = os.pipe()
-        self.res_r, res_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # child
-            os.close(self.go_w)
-            os.close(self.res_r)
-            try:
-                res = _peer_main(family, port, size, seed, chunk, endless, go_r)
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                res = {"error": repr(e)}
-            os.write(res_w, json.dumps(res).encode())
-            os._exit(0)
-        os.close(go_r)
-        os.close(res_w)
-        self.data = None if endless else pattern(size, seed)
-
-    def start(self):
-        os.write(self.go_w, b"g")
-
-    def result(self, timeout=60.0):
-        chunks, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not select.select([self.res_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                break
-            b = os.read(self.res_r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-        if not chunks:
-            self.kill()
-            return {"error": "peer gave no result"}
-        self._reap()
-        return json.loads(b"".join(chunks))
-
-    def kill(self):
-        if self.pid:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            self._reap()
-
-    def _reap(self):
-        if self.pid:
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-            os.close(self.res_r)
-            os.close(self.go_w)
-
-
-def _peer_main(family, port, size, seed, chunk, endless, go_r):
-    with open(f"/run/netns/{NETNS}") as f:
-        os.setns(f.fileno(), os.CLONE_NEWNET)
-    if not os.read(go_r, 1):
-        return {"error": "not started"}
-    data = pattern(1 << 16 if endless else size, seed)
-    s = socket.socket(FAMILY[family], socket.SOCK_STREAM)
-    s.settimeout(120)
-    s.connect((ADDR[family][0], port))
-    sent, t0 = 0, time.monotonic()
-    try:
-        if endless:
-            while True:
-                sent += s.send(data)
-        mv = memoryview(data)
-        while sent < size:
-            sent += s.send(mv[sent : sent + chunk])
-        s.shutdown(socket.SHUT_WR)
-        while s.recv(4096):  # until the receiver closes
-            pass
-    except OSError as e:
-        return {"sent": sent, "errno": e.errno, "secs": round(time.monotonic() - t0, 2)}
-    finally:
-        s.close()
-    return {"sent": sent, "errno": 0, "secs": round(time.monotonic() - t0, 2)}
-
-
-def listener(family, port=0):
-    lst = socket.socket(FAMILY[family], socket.SOCK_STREAM)
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lst.bind((ADDR[family][0], port))
-    lst.listen(4)
-    return lst
-
-
-def accept(lst, peer, timeout=60.0):
-    """The peer's connection; a peer that never connects fails the scenario with its report."""
-    lst.settimeout(timeout)
-    try:
-        conn, _ = lst.accept()
-    except TimeoutError:
-        raise RuntimeError(f"the sender never connected: {peer.result(5)}") from None
-    conn.setblocking(True)
-    return conn
 
 
 def ntuple(family, port, queue):

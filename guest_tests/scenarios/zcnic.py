@@ -19,7 +19,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import re
 import socket
 import struct
 import subprocess
@@ -36,7 +35,6 @@ from guest_tests.lib.nic import (
     LOWER,
     NETNS,
     PEER,
-    XDP_FLAGS_DRV_MODE,
     XDP_FLAGS_SKB_MODE,
     ethtool_stats,
     ifindex,
@@ -644,95 +642,6 @@ def _pp(p):
 
 
 # ---------------------------------------------------------------------------------------
-# registration on a real queue: netdev-side validation
-
-
-def _case_split_off():
-    assert rings_set(split="off") == 0, LAST_EXTACK[0]
-    try:
-        return register_errno(1)
-    finally:
-        rings_set(split="on")
-
-
-def _case_hds_thresh():
-    assert rings_set(hds_thresh=512) == 0, LAST_EXTACK[0]
-    try:
-        return register_errno(1)
-    finally:
-        rings_set(hds_thresh=0)
-
-
-def _case_xdp(frags=True, mode=XDP_FLAGS_SKB_MODE):
-    fd = xdp_pass_prog(frags)
-    try:
-        err = xdp_set(fd, mode)
-        if err:
-            return {"attach": err, "extack": LAST_EXTACK[0]}
-        try:
-            return {"attach": 0, "register": register_errno(1)}
-        finally:
-            xdp_set(-1, mode)
-    finally:
-        os.close(fd)
-
-
-def _case_already_bound(same_ring):
-    with Rx(1, area_pages=64, rq_entries=64) as rx:
-        if not same_ring:
-            return register_errno(1)
-        args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False, if_idx=ifindex(), if_rxq=1)
-        try:
-            rx.ring.register_zcrx(args)
-            return 0
-        except OSError as e:
-            return e.errno
-        finally:
-            args.close()
-
-
-def _case_down():
-    """Bind while zc0 is down, then bring it up: the queue comes up with the provider."""
-    sh(f"ip link set {IFNAME} down")
-    try:
-        with Rx(1, area_pages=512) as rx:
-            sh(f"ip link set {IFNAME} up")
-            return {"errno": 0, "bound": bound_queues(), "stats": ethtool_stats(), "zcrx_id": rx.z.id}
-    except OSError as e:
-        return {"errno": e.errno}
-    finally:
-        sh(f"ip link set {IFNAME} up")
-
-
-REG_CASES = {
-    "ok": lambda: register_errno(1),
-    "last_queue": lambda: register_errno(DEF_QUEUES - 1),
-    "queue_out_of_range": lambda: register_errno(DEF_QUEUES),
-    "queue_max_plus1": lambda: register_errno(16),
-    "bad_ifindex": lambda: register_errno(0, ifidx=0x7FFFFFF0),
-    "lower_veth": lambda: register_errno(0, ifidx=ifindex(LOWER)),
-    "rx_buf_len_8k": lambda: register_errno(1, rx_buf_len=2 * PAGE_SIZE),
-    "rx_buf_len_page": lambda: register_errno(1, rx_buf_len=PAGE_SIZE),
-    "split_off": _case_split_off,
-    "hds_thresh_512": _case_hds_thresh,
-    "xdp_generic": _case_xdp,
-    "xdp_generic_single_buffer": lambda: _case_xdp(frags=False),
-    "xdp_native": lambda: _case_xdp(mode=XDP_FLAGS_DRV_MODE),
-    "already_bound_other_ring": lambda: _case_already_bound(False),
-    "already_bound_same_ring": lambda: _case_already_bound(True),
-    "while_down": _case_down,
-}
-
-
-def reg_cases(names=None):
-    out = {}
-    for n in names or REG_CASES:
-        out[n] = REG_CASES[n]()
-        out[n + "_bound_after"] = wait_unbound()
-    return out
-
-
-# ---------------------------------------------------------------------------------------
 # device changes while a queue is bound
 
 
@@ -1306,102 +1215,4 @@ def _deferred_free_once(family, queue, size, window, rx_cpu, tx_cpu, port):
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# ethtool on zc0: channels, rings, RSS, ntuple (plain sockets, no zcrx)
-
-
-def plain_transfer(family="ipv4", size=256 << 10, rule=None, rss=None, rss_ctx=None):
-    """A plain TCP transfer (recv()), steered by an ntuple rule (`rule`: queue or -1 to drop)
-    or RSS weights or a new RSS context; per-queue qstats deltas (netlink) and ethtool -S."""
-    port = _port(size & 0xFFFF)
-    lst = listener(family, port)
-    peer = Peer(family, port, size, seed=port)
-    out = {"port": port}
-    rid = ctx = None
-    try:
-        if rss is not None:
-            rss_weights(rss)
-        if rss_ctx is not None:  # {"start": S, "equal": N}
-            p = sh(f"ethtool -X {IFNAME} context new start {rss_ctx['start']} equal {rss_ctx['equal']}")
-            ctx = int(p.stdout.split()[-1])
-            out["rss_context"] = ctx
-            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} context {ctx}")
-            rid = int(p.stdout.split()[-1])
-        elif rule is not None:
-            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} action {rule}")
-            rid = int(p.stdout.split()[-1])
-            out["rule_listed"] = f"Filter: {rid}" in sh(f"ethtool -n {IFNAME}").stdout
-        q0, e0 = qstats(), ethtool_stats()
-        peer.start()
-        lst.settimeout(5 if rule == -1 else 60)
-        try:
-            conn, _ = lst.accept()
-        except TimeoutError:
-            conn = None
-        got = bytearray()
-        if conn:
-            conn.settimeout(60)
-            while True:
-                b = conn.recv(1 << 16)
-                if not b:
-                    break
-                got += b
-            conn.close()
-        q1, e1 = qstats(), ethtool_stats()
-        out["bytes"], out["match"] = len(got), bytes(got) == peer.data
-        out["connected"] = conn is not None
-        out["qpackets"] = {str(q): q1[q]["rx-packets"] - q0.get(q, {}).get("rx-packets", 0) for q in q1}
-        out["qhds"] = {str(q): qstat(e1, q, "hds_packets") - qstat(e0, q, "hds_packets") for q in q1}
-        out["qbytes"] = {str(q): q1[q]["rx-bytes"] - q0.get(q, {}).get("rx-bytes", 0) for q in q1}
-        out["steer_drops"] = e1["rx_steer_drops"] - e0["rx_steer_drops"]
-    finally:
-        peer.kill()
-        lst.close()
-        if rid is not None:
-            sh(f"ethtool -N {IFNAME} delete {rid}", check=False)
-        if ctx is not None:
-            sh(f"ethtool -X {IFNAME} context {ctx} delete", check=False)
-        if rss is not None:
-            sh(f"ethtool -X {IFNAME} default")
-    return out
-
-
-def indir_table():
-    """`ethtool -x zc0`: the 128-entry indirection table as a list."""
-    out = []
-    for line in sh(f"ethtool -x {IFNAME}").stdout.splitlines():
-        m = re.fullmatch(r"\s*\d+:((?:\s+\d+)+)\s*", line)
-        if m:
-            out += [int(x) for x in m.group(1).split()]
-    return out
-
-
-def channels_and_rings():
-    """-L / -G: accepted values change the queues (netlink queue-get, ethtool -S); limits."""
-    out = {}
-    for n in (1, 16, 17, 0, DEF_QUEUES):
-        e = channels_set(n)
-        st = ethtool_stats()
-        out[f"L{n}"] = {
-            "errno": e,
-            "queues": len(queues()),
-            "stats_queues": sum(1 for k in st if k.endswith("_ring_size")),
-            "indir_max": max(indir_table()),
-        }
-    for n in (8, 4096, 7, 4097, 64, DEF_RING):
-        e = rings_set(rx=n)
-        st = ethtool_stats()
-        time.sleep(0.2)  # NAPI posts the first buffers of a new queue
-        st = ethtool_stats()
-        out[f"G{n}"] = {
-            "errno": e,
-            "rx": rings_get()["rx"],
-            "ring_size": sorted({qstat(st, q, "ring_size") for q in range(DEF_QUEUES)}),
-            "posted": sorted({qstat(st, q, "posted") for q in range(DEF_QUEUES)}),
-        }
-    out["hds_max"] = rings_get().get("hds-thresh-max")
-    out["hds_1025"] = rings_set(hds_thresh=1025)
-    out["hds_1024"] = rings_set(hds_thresh=1024)
-    out["hds_now"] = rings_get().get("hds-thresh")
-    rings_set(hds_thresh=0)
-    return out
+#

@@ -38,6 +38,7 @@ IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
 ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
 FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
+V6_LOCAL = socket.inet_pton(socket.AF_INET6, ADDR["ipv6"][0]).hex()  # as /proc/net/if_inet6 has it
 DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
 DEF_QUEUES, DEF_RING = 4, 256
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
@@ -159,6 +160,9 @@ class _Topology:
             return False
         if ifindex() != self.ifindex:  # someone else's zc0
             return False
+        with open("/proc/net/if_inet6") as f:  # IPv6 addresses go with a link down
+            if not any(line.split()[0] == V6_LOCAL and line.split()[-1] == IFNAME for line in f):
+                return False
         header = {"header": {"dev-index": self.ifindex}}
         rings = nl.ethtool.rings_get(header)
         channels = nl.ethtool.channels_get(header)
@@ -184,6 +188,8 @@ class _Topology:
         self._do(f"ip netns add {NETNS}", f"ip netns del {NETNS}")
         self._do(f"ip link add {LOWER} type veth peer name {PEER} netns {NETNS}", f"ip link del {LOWER}")
         self._do(f"ip link add {IFNAME} link {LOWER} type zcnic", f"ip link del {IFNAME}")
+        # a test's link down/up must not take the IPv6 address with it
+        sh(f"sysctl -qw net.ipv6.conf.{IFNAME}.keep_addr_on_down=1")
         sh(f"ip link set {LOWER} up && ip link set {IFNAME} up")
         sh(f"ip -n {NETNS} link set lo up && ip -n {NETNS} link set {PEER} up")
         for local, remote, plen in ADDR.values():

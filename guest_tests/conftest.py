@@ -37,14 +37,6 @@ class NicEnv:
         """Run guest_tests/scenarios/zcnic.py:func(**kwargs) in the guest."""
         return self.guest.call(SCN + func, **kwargs)
 
-    def sh(self, cmd: str, check: bool = True):
-        return self.guest.sh(cmd, check=check)
-
-    def require_knobs(self):
-        """The fault tests need zcnic's debugfs directory."""
-        if self.sh(f"test -d /sys/kernel/debug/zcnic/{self.ifname}", check=False).rc:
-            pytest.skip("no /sys/kernel/debug/zcnic/zc0 (CONFIG_DEBUG_FS, debugfs not mounted?)")
-
 
 @pytest.fixture
 def nic(request, guest, zcnic_module, _nic_cleanup) -> NicEnv | GuestEnv:

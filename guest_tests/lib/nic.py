@@ -268,6 +268,20 @@ class NicEnv:
         pools = self.nl.netdev.page_pool_get({}, dump=True)
         return [p for p in pools if p.get("ifindex") == self.ifindex and "io-uring" in p]
 
+    def dev_qstats(self) -> dict:
+        """netdev qstats-get of the whole device."""
+        return self.nl.netdev.qstats_get({"ifindex": self.ifindex}, dump=True)[0]
+
+    def wait_no_pools(self, timeout=15.0) -> int:
+        """zc0's io_uring page pools left once the ring is gone (a pool with buffers in
+        flight outlives its queue until they come back)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = len(self.io_uring_pools())
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
+
     def stats(self) -> dict:
         return ethtool_stats(IFNAME)
 
@@ -351,17 +365,24 @@ class NicEnv:
         defer(sh, f"ethtool -X {IFNAME} context {ctx} delete")
         return ctx
 
-    def knob(self, name: str, value=None) -> int:
-        """A fault knob of /sys/kernel/debug/zcnic/zc0: set (turned off again after) and read."""
+    @staticmethod
+    def require_knobs():
+        """The fault tests need zcnic's debugfs directory."""
         if not os.path.isdir(DEBUGFS):
             pytest.skip(f"no {DEBUGFS} (CONFIG_DEBUG_FS, debugfs not mounted?)")
-        path = f"{DEBUGFS}/{name}"
-        if value is not None:
-            with open(path, "w") as f:
-                f.write(str(value))
-            defer(_write, path, "0")
-        with open(path) as f:
+
+    def knob(self, name: str) -> int:
+        """A fault knob of /sys/kernel/debug/zcnic/zc0, read."""
+        self.require_knobs()
+        with open(f"{DEBUGFS}/{name}") as f:
             return int(f.read())
+
+    def arm(self, name: str, value: int):
+        """Arm a fault knob; disarmed when the test ends, or earlier by the handle's .exec()
+        (a knob must not stay armed while a bound queue is restarted)."""
+        self.require_knobs()
+        _write(f"{DEBUGFS}/{name}", str(value))
+        return defer(_write, f"{DEBUGFS}/{name}", "0")
 
     # -- zcrx ----------------------------------------------------------------------------
 

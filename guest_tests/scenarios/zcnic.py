@@ -11,12 +11,13 @@ attributes); the host-side tests in guest_tests/test_zcnic_*.py judge them.
 
 Small helpers talk to the kernel directly: a raw generic netlink client for the
 netdev family (queue-get, page-pool-get, qstats-get) and ethtool's rings/channels
-(hds-thresh: the image's ethtool may be too old for it), an rtnetlink IFLA_XDP
-setter and a bpf() loader for a two-instruction XDP_PASS program.
+(hds-thresh: the image's ethtool may be too old for it) and an rtnetlink IFLA_XDP
+setter. Tests moved into the guest (in_guest) use guest_tests/lib/nic.py instead
+(the kernel's YNL); what both need (constants, the remote sender, the receive
+stream, the bpf() XDP_PASS loader) lives in guest_tests/lib/.
 """
 
 import contextlib
-import errno
 import fcntl
 import os
 import socket
@@ -24,6 +25,7 @@ import struct
 import subprocess
 import time
 
+from guest_tests.lib.flow import HW_DROPS, QFIELDS, Stream, pump, qdelta, summary
 from guest_tests.lib.nic import (
     ADDR,
     DEBUGFS,
@@ -52,7 +54,6 @@ from guest_tests.zcrx.util import (
     give_back,
     pinned_pages,
     run_net_rx_on_every_cpu,
-    sha256,
     wait_pins,
 )
 
@@ -339,7 +340,6 @@ def _setlink(payload):
 
 
 # ---------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------
 # the environment
 
 
@@ -484,67 +484,6 @@ def register_errno(queue, ifidx=None, **kw):
         args.close()
 
 
-class Stream:
-    """Received bytes and CQEs of one RECV_ZC stream."""
-
-    def __init__(self):
-        self.data, self.cqes, self.final, self.events, self.rearms = bytearray(), 0, None, [], []
-        self.held = []
-
-
-def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
-    """Collect CQEs of RECV_ZC request ud into st until its final CQE, `until` bytes, `idle`
-    seconds without data, or timeout. Returns the (possibly re-armed) request's user_data."""
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    while time.monotonic() < deadline:
-        got = rx.ring.wait_cqes(1, timeout=0.5)
-        batch = []
-        for c in got:
-            if c.user_data == EV_UD:
-                st.events.append(c.res)
-            elif c.user_data != ud:
-                continue
-            elif c.more:
-                st.data += rx.z.read(c.zc_off, c.res)
-                st.cqes += 1
-                batch.append(c)
-            elif c.res in (-errno.ENOMEM, -errno.ENOSPC):  # multishot ended for space: re-arm
-                st.rearms.append(c.res)
-                ud = rx.ring.submit_recv_zc(fd, rx.z.id)
-            else:
-                st.final = c.res
-        if batch:
-            last = time.monotonic()
-            if refill:
-                give_back(rx.z, batch)
-            else:
-                st.held += batch
-        if st.final is not None:
-            break
-        if until is not None and len(st.data) >= until:
-            break
-        if idle is not None and time.monotonic() - last > idle:
-            break
-    return ud
-
-
-def _summary(st, peer_data, rx):
-    got = bytes(st.data)
-    return {
-        "bytes": len(got),
-        "sent": len(peer_data),
-        "match": got == peer_data,
-        "sha_got": sha256(got)[:16],
-        "sha_sent": sha256(peer_data)[:16],
-        "final": st.final,
-        "cqes": st.cqes,
-        "events": st.events,
-        "rearms": st.rearms,
-        "stats": rx.z.stats(),
-    }
-
-
 def _port(seed):
     return 20000 + (os.getpid() * 7 + seed) % 20000
 
@@ -582,9 +521,9 @@ def transfer(family="ipv4", bind=1, steer=1, size=1 << 20, rss=None, area_pages=
             pump(rx, conn.fileno(), st, ud, timeout=120)
             out["secs"] = round(time.monotonic() - t0, 2)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
             s1 = ethtool_stats()
-            out["qdelta"] = _qdelta(s0, s1)
+            out["qdelta"] = qdelta(s0, s1)
             if probe:  # per-queue growth during the transfer
                 out["qstats"] = {q: _grown(qs0.get(q, {}), a) for q, a in qstats().items()}
         out["peer"] = peer.result()
@@ -612,25 +551,6 @@ def wait_no_pools(timeout=15.0):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.1)
-
-
-QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
-# zcnic's qstats rx-hw-drops of a queue: the sum of these ethtool -S counters
-HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")
-
-
-def _qdelta(s0, s1):
-    """Per-queue counter growth between two `ethtool -S` snapshots (counters reset on restart)."""
-    out = {}
-    for q in range(16):
-        if f"rx{q}_packets" not in s1:
-            continue
-        d = {f: qstat(s1, q, f) - qstat(s0, q, f) for f in QFIELDS}
-        d["unreadable"] = qstat(s1, q, "unreadable")
-        d["posted"] = qstat(s1, q, "posted")
-        d["ring_size"] = qstat(s1, q, "ring_size")
-        out[str(q)] = d
-    return out
 
 
 def _grown(before, after):
@@ -722,7 +642,7 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
             ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
             pump(rx, conn.fileno(), st, ud, timeout=120)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
     finally:
@@ -730,52 +650,6 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
         lst.close()
     out["bound_after"] = wait_unbound()
     out["pins_after"] = wait_pins(pins0)[0] - pins0
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# fault injection (debugfs knobs of zcnic)
-
-
-def fault_register(name, value=1, queue=1):
-    """Arm a queue-API knob, register (must fail), then register again and move data."""
-    knob(name, value)
-    try:
-        out = {"errno": register_errno(queue), "knob_after": knob(name)}
-    finally:
-        knob(name, 0)
-    out["bound_after_fail"] = wait_unbound(timeout=5)
-    out["pools_after_fail"] = len(io_uring_pools(ifindex()))
-    st = ethtool_stats()
-    out["posted_after_fail"] = qstat(st, queue, "posted")
-    out["unreadable_after_fail"] = qstat(st, queue, "unreadable")
-    out["again"] = transfer(bind=queue, steer=queue)
-    return out
-
-
-def fault_link_up(name):
-    """Arm a knob, `ip link set zc0 up` from down (ndo_open must fail), then up again."""
-    sh(f"ip link set {IFNAME} down")
-    knob(name, 1)
-    try:
-        p = sh(f"ip link set {IFNAME} up", check=False)
-        out = {"rc": p.returncode, "stderr": p.stderr.strip(), "knob_after": knob(name)}
-        with open(f"/sys/class/net/{IFNAME}/flags") as f:
-            out["up_after_fail"] = bool(int(f.read(), 16) & 1)
-    finally:
-        knob(name, 0)
-    out["rc_again"] = sh(f"ip link set {IFNAME} up", check=False).returncode
-    out["again"] = transfer(bind=1, steer=1, size=256 << 10)
-    return out
-
-
-def fault_datapath(name, value, bind=1, steer=1, size=1 << 20, family="ipv4"):
-    """A knob armed for the whole transfer (rx_drop, fail_pp_alloc) with ALLOC_FAIL armed."""
-    q0 = qstats(False)
-    out = transfer(family=family, bind=bind, steer=steer, size=size, knobs={name: value},
-                   event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)  # fmt: skip
-    q1 = qstats(False)
-    out["dev_qstats_delta"] = {k: q1.get(k, 0) - q0.get(k, 0) for k in q1 if k.startswith("rx-")}
     return out
 
 
@@ -828,7 +702,7 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
             pump(rx, fd, st, ud, timeout=120)
             out["recovery_secs"] = round(time.monotonic() - t0, 2)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
     finally:
@@ -872,7 +746,7 @@ def foreign_ifq(family="ipv4", size=256 << 10):
             ud = rx.ring.submit_recv_zc(fd, zb.id)
             pump(rx_b, fd, st_b, ud, timeout=60)
             conn.close()
-            out["right_ifq"] = _summary(st_b, peer.data, rx_b)
+            out["right_ifq"] = summary(st_b, peer.data, rx_b)
             args_b.close()
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)

@@ -4,7 +4,10 @@
          |
     veth0 ── zc0 (zcnic, 4 queues, tcp-data-split on, hds-thresh 0) 10.77.0.2/24 fd77::2/64
 
-`nic` (function scope) checks the guest before every test and re-creates whatever is
+in_guest tests: `nic` stands for guest_tests/lib/nic.py's NicEnv, which keeps the
+topology for the agent's lifetime and undoes each test's changes with `defer`.
+
+Older tests: `nic` (function scope) checks the guest before every test and re-creates whatever is
 missing (a VM restarted after a crash, a test that deleted zc0 or unloaded zcnic), waits
 until no queue is still bound by a ring that is being torn down, and puts zc0 back into
 its default configuration. Guest side: guest_tests/scenarios/zcnic.py.
@@ -34,17 +37,14 @@ class NicEnv:
         """Run guest_tests/scenarios/zcnic.py:func(**kwargs) in the guest."""
         return self.guest.call(SCN + func, **kwargs)
 
-    def sh(self, cmd: str, check: bool = True):
-        return self.guest.sh(cmd, check=check)
-
-    def require_knobs(self):
-        """The fault tests need zcnic's debugfs directory."""
-        if self.sh(f"test -d /sys/kernel/debug/zcnic/{self.ifname}", check=False).rc:
-            pytest.skip("no /sys/kernel/debug/zcnic/zc0 (CONFIG_DEBUG_FS, debugfs not mounted?)")
-
 
 @pytest.fixture
-def nic(guest, zcnic_module, _nic_cleanup) -> NicEnv:
+def nic(request, guest, zcnic_module, _nic_cleanup) -> NicEnv | GuestEnv:
+    """An in_guest test gets the guest's NicEnv (guest_tests/lib/nic.py); an older test
+    gets this module's NicEnv, whose scenarios run one guest call each."""
+    if request.node.get_closest_marker("in_guest"):
+        ynl = request.getfixturevalue("ynl_path")
+        return GuestEnv("nic", {"module": zcnic_module, "ynl": ynl})
     info = guest.call(SCN + "ensure_env", module=zcnic_module)
     if info.get("skip"):
         pytest.skip(f"kernel {guest.release}: {info['skip']}")

@@ -1,5 +1,6 @@
 """zcnic fault injection (/sys/kernel/debug/zcnic/zc0/): each knob drives an error path
 that must fail cleanly, after which the queue registers again and carries data zero copy.
+Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 
 fail_queue_start is only ever armed with 1: with >= 2 the core's restart of the old queue
 fails too and net/core/netdev_rx_queue.c WARNs by design ("Failed to restart old queue").
@@ -11,15 +12,61 @@ import errno
 
 import pytest
 
-pytestmark = [pytest.mark.zcnic, pytest.mark.faults]
+from guest_tests.lib.defer import defer
+from guest_tests.lib.flow import Stream, pump, qdelta, summary
+from guest_tests.lib.nic import IFNAME, port_for, qstat, sh
+from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.util import pinned_pages, wait_pins
+
+pytestmark = [pytest.mark.zcnic, pytest.mark.faults, pytest.mark.in_guest]
 
 MiB = 1 << 20
 
 
-@pytest.fixture
-def fault_nic(nic):
+def zc_transfer(nic, family="ipv4", bind=1, steer=1, size=MiB, knobs=None, event_mask=0):
+    """Bind a zcrx to queue `bind`, steer one TCP flow to queue `steer` (ntuple), arm
+    `knobs` for the transfer, receive `size` bytes with RECV_ZC; then unbind, disarm and
+    observe what is left (bound queues, pins, io_uring page pools)."""
+    pins0 = pinned_pages()
+    port = port_for(size & 0xFFFF)
+    lst = listener(family, port)
+    defer(lst.close)
+    peer = Peer(family, port, size, seed=port)
+    defer(peer.kill)
+    nic.ntuple(family, port, action=steer)
+    armed = [nic.arm(k, v) for k, v in (knobs or {}).items()]
+    rx = nic.rx(bind, area_pages=1024, event_mask=event_mask)
+    s0 = nic.stats()  # after the bind: it restarts the queue, which resets its counters
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    st = Stream()
+    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+    pump(rx, conn.fileno(), st, ud, timeout=120)
+    conn.close()
+    out = summary(st, peer.data, rx)
+    out["qdelta"] = qdelta(s0, nic.stats())
+    rx.close()
+    for knob in armed:
+        knob.exec()
+    out["peer"] = peer.result()
+    out["bound_after"] = nic.wait_unbound()
+    out["pins_after"] = wait_pins(pins0)[0] - pins0
+    out["pools_after"] = nic.wait_no_pools()
+    return out
+
+
+def fault_datapath(nic, name, value, bind=1, steer=1, family="ipv4"):
+    """A knob armed for the whole transfer (rx_drop, fail_pp_alloc) with ALLOC_FAIL armed;
+    the device's qstats growth across it."""
     nic.require_knobs()
-    return nic
+    q0 = nic.dev_qstats()
+    mask = 1 << U.ZCRX_EVENT_ALLOC_FAIL
+    out = zc_transfer(nic, family, bind, steer, knobs={name: value}, event_mask=mask)
+    q1 = nic.dev_qstats()
+    out["dev_qstats_delta"] = {k: q1.get(k, 0) - q0.get(k, 0) for k in q1 if k.startswith("rx-")}
+    return out
 
 
 def assert_recovered(again, size=MiB):
@@ -31,56 +78,66 @@ def assert_recovered(again, size=MiB):
 @pytest.mark.parametrize(
     "knob,err", [("fail_queue_mem_alloc", errno.ENOMEM), ("fail_queue_start", errno.EIO)]
 )
-def test_registration_fails_cleanly(fault_nic, knob, err):
+def test_registration_fails_cleanly(nic, knob, err):
     """ndo_queue_mem_alloc / ndo_queue_start fail: registration returns the driver's errno,
     the knob is consumed, nothing stays bound, the old queue runs on (a full posted ring of
     readable buffers); a fresh registration then works zero copy."""
-    res = fault_nic.call("fault_register", name=knob)
-    assert res["errno"] == err, res
-    assert res["knob_after"] == 0
-    assert res["bound_after_fail"] == [] and res["pools_after_fail"] == 0
-    assert res["posted_after_fail"] == 256 and res["unreadable_after_fail"] == 0
-    assert_recovered(res["again"])
+    armed = nic.arm(knob, 1)
+    got, left = nic.register_errno(1), nic.knob(knob)
+    armed.exec()
+    assert got == err, f"errno {got} ({errno.errorcode.get(got)})"
+    assert left == 0
+    assert nic.wait_unbound(timeout=5) == [] and len(nic.io_uring_pools()) == 0
+    st = nic.stats()
+    assert qstat(st, 1, "posted") == 256 and qstat(st, 1, "unreadable") == 0, st
+    assert_recovered(zc_transfer(nic, bind=1, steer=1))
 
 
 @pytest.mark.parametrize(
     "knob,text",
     [("fail_queue_mem_alloc", "Cannot allocate memory"), ("fail_queue_start", "Input/output error")],
 )
-def test_link_up_fails_cleanly(fault_nic, knob, text):
+def test_link_up_fails_cleanly(nic, knob, text):
     """ndo_open fails: `ip link set zc0 up` reports it and zc0 stays down; the next up works."""
-    res = fault_nic.call("fault_link_up", name=knob)
-    assert res["rc"] != 0 and text in res["stderr"], res
-    assert not res["up_after_fail"] and res["knob_after"] == 0
-    assert res["rc_again"] == 0
-    assert_recovered(res["again"], 256 << 10)
+    nic.require_knobs()
+    nic.link_down()
+    armed = nic.arm(knob, 1)
+    up = sh(f"ip link set {IFNAME} up", check=False)
+    left = nic.knob(knob)
+    with open(f"/sys/class/net/{IFNAME}/flags") as f:
+        up_after_fail = bool(int(f.read(), 16) & 1)
+    armed.exec()
+    assert up.returncode != 0 and text in up.stderr, (up.returncode, up.stderr)
+    assert not up_after_fail and left == 0
+    assert sh(f"ip link set {IFNAME} up", check=False).returncode == 0
+    assert_recovered(zc_transfer(nic, bind=1, steer=1, size=256 << 10), 256 << 10)
 
 
-def test_pp_alloc_failures_on_bound_queue(fault_nic):
+def test_pp_alloc_failures_on_bound_queue(nic):
     """Every 3rd page-pool allocation fails while data flows to the bound queue: zcnic counts
     alloc_fail and refills later; the stream completes zero copy. The failures are zcnic's
     own (the provider is never asked), so ZCRX_EVENT_ALLOC_FAIL stays silent."""
-    res = fault_nic.call("fault_datapath", name="fail_pp_alloc", value=3, bind=1, steer=1)
+    res = fault_datapath(nic, "fail_pp_alloc", 3, bind=1, steer=1)
     assert res["qdelta"]["1"]["alloc_fail"] > 0, res["qdelta"]["1"]
     assert res["dev_qstats_delta"]["rx-alloc-fail"] >= res["qdelta"]["1"]["alloc_fail"]
     assert res["events"] == []
     assert_recovered(res)
 
 
-def test_pp_alloc_failures_on_unbound_queue(fault_nic):
+def test_pp_alloc_failures_on_unbound_queue(nic):
     """The same on a queue with a normal page pool: the copy fallback gets everything."""
-    res = fault_nic.call("fault_datapath", name="fail_pp_alloc", value=3, bind=1, steer=2)
+    res = fault_datapath(nic, "fail_pp_alloc", 3, bind=1, steer=2)
     assert res["qdelta"]["2"]["alloc_fail"] > 0
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_bytes"] == MiB
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_rx_drop(fault_nic, family):
+def test_rx_drop(nic, family):
     """Every 7th frame zcnic receives is dropped (the count is device-wide, so ARP/ND on other
     queues may be hit too): the bound queue's fault_drops and the device's qstats hw-drops
     count them, TCP retransmits, the stream completes intact and zero copy."""
-    res = fault_nic.call("fault_datapath", name="rx_drop", value=7, bind=1, steer=1, family=family)
+    res = fault_datapath(nic, "rx_drop", 7, bind=1, steer=1, family=family)
     drops = res["qdelta"]["1"]["fault_drops"]
     assert drops > 0, res["qdelta"]["1"]
     all_drops = sum(q["fault_drops"] for q in res["qdelta"].values())

@@ -2,58 +2,101 @@
 io_uring/zcrx.c (zcrx_register_netdev) and net/core/netdev_rx_queue.c
 (netif_mp_open_rxq): queue range, device, DMA device, rx-buf-len, tcp-data-split,
 hds-thresh, XDP, a queue already bound. Each failed case leaves no queue bound.
+Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
 
 import pytest
 
-pytestmark = pytest.mark.zcnic
+from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
+from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
 
-# case in scenarios/zcnic.py REG_CASES -> errno of the registration (0: success)
-REG_ERRNO = {
-    "ok": 0,
-    "last_queue": 0,
-    "queue_out_of_range": errno.ERANGE,  # if_rxq == real_num_rx_queues (4)
-    "queue_max_plus1": errno.ERANGE,  # beyond num_rx_queues (16)
-    "bad_ifindex": errno.ENODEV,
-    "lower_veth": errno.EOPNOTSUPP,  # veth: no queue DMA device
-    "rx_buf_len_page": errno.EOPNOTSUPP,  # any rx_buf_len: zcnic lacks QCFG_RX_PAGE_SIZE
-    "split_off": errno.EINVAL,
-    "hds_thresh_512": errno.EINVAL,
-    "already_bound_other_ring": errno.EEXIST,
-    "already_bound_same_ring": errno.EEXIST,
+pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
+
+
+def split_off(nic):
+    err, extack = nic.rings(split="off")
+    assert err == 0, extack
+    return nic.register_errno(1)
+
+
+def hds_thresh_512(nic):
+    err, extack = nic.rings(hds_thresh=512)
+    assert err == 0, extack
+    return nic.register_errno(1)
+
+
+def already_bound(nic, same_ring):
+    """Queue 1 bound by one ring; a second zcrx on it, from another ring or the same one."""
+    rx = nic.rx(1, area_pages=64, rq_entries=64)
+    if not same_ring:
+        err = nic.register_errno(1)
+    else:
+        args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False, if_idx=nic.ifindex, if_rxq=1)
+        try:
+            rx.ring.register_zcrx(args)
+            err = 0
+        except OSError as e:
+            err = e.errno
+        finally:
+            args.close()
+    rx.close()
+    return err
+
+
+# case -> (what it does, errno of the registration (0: success))
+REG_CASES = {
+    "ok": (lambda nic: nic.register_errno(1), 0),
+    "last_queue": (lambda nic: nic.register_errno(nic.queues_default - 1), 0),
+    # if_rxq == real_num_rx_queues (4)
+    "queue_out_of_range": (lambda nic: nic.register_errno(nic.queues_default), errno.ERANGE),
+    # beyond num_rx_queues (16)
+    "queue_max_plus1": (lambda nic: nic.register_errno(16), errno.ERANGE),
+    "bad_ifindex": (lambda nic: nic.register_errno(0, ifidx=0x7FFFFFF0), errno.ENODEV),
+    # veth: no queue DMA device
+    "lower_veth": (lambda nic: nic.register_errno(0, ifidx=nic.lower_ifindex), errno.EOPNOTSUPP),
+    # any rx_buf_len: zcnic lacks QCFG_RX_PAGE_SIZE
+    "rx_buf_len_page": (lambda nic: nic.register_errno(1, rx_buf_len=PAGE_SIZE), errno.EOPNOTSUPP),
+    "split_off": (split_off, errno.EINVAL),
+    "hds_thresh_512": (hds_thresh_512, errno.EINVAL),
+    "already_bound_other_ring": (lambda nic: already_bound(nic, False), errno.EEXIST),
+    "already_bound_same_ring": (lambda nic: already_bound(nic, True), errno.EEXIST),
 }
 
 
-@pytest.mark.parametrize("case", list(REG_ERRNO))
-def test_register(nic, nic_cached, case):
-    res = nic_cached(nic, "reg_cases")
-    assert res[case] == REG_ERRNO[case], f"{case}: errno {res[case]} ({errno.errorcode.get(res[case])})"
-    assert res[case + "_bound_after"] == [], "a queue stayed bound"
+@pytest.mark.parametrize("case", list(REG_CASES))
+def test_register(nic, case):
+    action, expected = REG_CASES[case]
+    got = action(nic)
+    assert got == expected, f"{case}: errno {got} ({errno.errorcode.get(got)})"
+    assert nic.wait_unbound() == [], "a queue stayed bound"
 
 
-def test_generic_xdp_blocks_registration(nic, nic_cached):
+def test_generic_xdp_blocks_registration(nic):
     """zcnic has no native XDP, but generic XDP (a multi-buffer XDP_PASS program) attaches
     with header split on, and then the provider is refused: EEXIST."""
-    res = nic_cached(nic, "reg_cases")["xdp_generic"]
-    assert res == {"attach": 0, "register": errno.EEXIST}, res
+    err, extack = nic.xdp(nic.xdp_prog(frags=True), XDP_FLAGS_SKB_MODE)
+    assert err == 0, f"attach: errno {err}: {extack}"
+    assert nic.register_errno(1) == errno.EEXIST
 
 
-def test_single_buffer_xdp_refused_with_header_split(nic, nic_cached):
-    res = nic_cached(nic, "reg_cases")["xdp_generic_single_buffer"]
-    assert res["attach"] == errno.EBUSY and "tcp-data-split" in res["extack"], res
+def test_single_buffer_xdp_refused_with_header_split(nic):
+    err, extack = nic.xdp(nic.xdp_prog(frags=False), XDP_FLAGS_SKB_MODE)
+    assert err == errno.EBUSY and "tcp-data-split" in extack, (err, extack)
 
 
-def test_native_xdp_unsupported(nic, nic_cached):
-    res = nic_cached(nic, "reg_cases")["xdp_native"]
-    assert res["attach"] == errno.EOPNOTSUPP, res
+def test_native_xdp_unsupported(nic):
+    err, extack = nic.xdp(nic.xdp_prog(frags=True), XDP_FLAGS_DRV_MODE)
+    assert err == errno.EOPNOTSUPP, (err, extack)
 
 
-def test_register_while_down_then_up(nic, nic_cached):
+def test_register_while_down_then_up(nic):
     """Binding a queue of a down device succeeds; ndo_open then creates that queue's page
     pool with the provider (queue unreadable)."""
-    res = nic_cached(nic, "reg_cases")["while_down"]
-    assert res["errno"] == 0 and res["bound"] == [1], res
-    st = res["stats"]
+    nic.link_down()
+    nic.rx(1, area_pages=512)
+    nic.link_up()
+    assert nic.bound_queues() == [1]
+    st = nic.stats()
     assert st["rx1_unreadable"] == 1 and st["rx0_unreadable"] == 0 and st["rx1_posted"] > 0, st

@@ -313,6 +313,20 @@ def zcnic_module(lab) -> str:
     return "/results/zcnic.ko"
 
 
+@pytest.fixture(scope="session")
+def ynl_path(lab) -> str:
+    """Guest path of the kernel's YNL (tools/net/ynl/pyynl + Documentation/netlink/specs of
+    the kernel under test's source), copied into the results directory once per session."""
+    from host import upstream
+
+    lab.resolve()
+    try:
+        upstream.stage_ynl(lab.kernel, lab.image, lab.results / "ynl")
+    except LabError as exc:
+        pytest.skip(f"no YNL for kernel {lab.kernel.describe()}: {exc}")
+    return "/results/ynl"
+
+
 @pytest.fixture
 def guest(request, lab, _kernel_recorded) -> Guest:
     try:

@@ -189,6 +189,22 @@ def helper(kernel, image) -> Path:
     return out
 
 
+YNL = ["tools/net/ynl/pyynl", "Documentation/netlink/specs"]
+
+
+def stage_ynl(kernel, image, dest: Path) -> Path:
+    """Copy the kernel's YNL library and netlink specs under DEST (mirroring the tree:
+    DEST/tools/net/ynl/pyynl, DEST/Documentation/netlink/specs); return DEST."""
+    tree = source_tree(kernel, image)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for sub in YNL:
+        if not (tree / sub).is_dir():
+            raise LabError(f"kernel tree {tree}: no {sub} (the kernel's YNL)")
+        shutil.copytree(tree / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
 def stage(kernel, image, dest: Path) -> Path:
     """Copy the selftest subtrees and the built helper under DEST; return DEST.
 

@@ -147,7 +147,13 @@ def buffers(cqes) -> int:
     return len({c.zc_off >> 12 for c in cqes})
 
 
-_KINDS = {"nodev": NodevEnv}
+def _nic(**settings):
+    from guest_tests.lib.nic import NicEnv  # YNL and zcnic: loaded only where used
+
+    return NicEnv(**settings)
+
+
+_KINDS = {"nodev": NodevEnv, "nic": _nic}
 
 
 def get(name: str, settings: dict):

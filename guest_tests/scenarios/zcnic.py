@@ -11,62 +11,56 @@ attributes); the host-side tests in guest_tests/test_zcnic_*.py judge them.
 
 Small helpers talk to the kernel directly: a raw generic netlink client for the
 netdev family (queue-get, page-pool-get, qstats-get) and ethtool's rings/channels
-(hds-thresh: the image's ethtool may be too old for it), an rtnetlink IFLA_XDP
-setter and a bpf() loader for a two-instruction XDP_PASS program.
+(hds-thresh: the image's ethtool may be too old for it) and an rtnetlink IFLA_XDP
+setter. Tests moved into the guest (in_guest) use guest_tests/lib/nic.py instead
+(the kernel's YNL); what both need (constants, the remote sender, the receive
+stream, the bpf() XDP_PASS loader) lives in guest_tests/lib/.
 """
 
 import contextlib
-import ctypes
-import errno
 import fcntl
-import json
 import os
-import re
-import select
 import socket
 import struct
 import subprocess
 import time
 
+from guest_tests.lib.flow import HW_DROPS, QFIELDS, Stream, pump, qdelta, summary
+from guest_tests.lib.nic import (
+    ADDR,
+    DEBUGFS,
+    DEF_QUEUES,
+    DEF_RING,
+    EV_UD,
+    FLOW_TYPE,
+    IFNAME,
+    LOWER,
+    NETNS,
+    PEER,
+    XDP_FLAGS_SKB_MODE,
+    ethtool_stats,
+    ifindex,
+    link_exists,
+    missing,
+    qstat,
+    sh,
+    xdp_pass_prog,
+)
+from guest_tests.lib.peer import Peer, accept, listener
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.mem import libc
 from guest_tests.zcrx.util import (
     errno_of,
     give_back,
-    pattern,
     pinned_pages,
     run_net_rx_on_every_cpu,
-    sha256,
     wait_pins,
 )
 
-IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
-ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
-FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
-DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
 KNOBS = ("fail_queue_mem_alloc", "fail_queue_start", "fail_pp_alloc", "rx_drop")
-DEF_QUEUES, DEF_RING = 4, 256
-EV_UD = 0xE7E7  # user_data of zcrx event CQEs
 
 # ---------------------------------------------------------------------------------------
 # shell
-
-
-def sh(cmd, check=True):
-    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-    if check and p.returncode:
-        raise RuntimeError(f"{cmd!r} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
-    return p
-
-
-def ifindex(name=IFNAME):
-    return socket.if_nametoindex(name)
-
-
-def link_exists(name=IFNAME):
-    return os.path.exists(f"/sys/class/net/{name}")
 
 
 def knob(name, value=None):
@@ -76,20 +70,6 @@ def knob(name, value=None):
             f.write(str(value))
     with open(path) as f:
         return int(f.read())
-
-
-def ethtool_stats(dev=IFNAME):
-    """`ethtool -S` as {name: int}."""
-    out = {}
-    for line in sh(f"ethtool -S {dev}").stdout.splitlines()[1:]:
-        k, _, v = line.strip().partition(":")
-        if v.strip().lstrip("-").isdigit():
-            out[k.strip()] = int(v)
-    return out
-
-
-def qstat(stats, q, name):
-    return stats.get(f"rx{q}_{name}", 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,7 +106,6 @@ TCP_DATA_SPLIT = {"off": 1, "on": 2}
 # include/uapi/linux/if_link.h, rtnetlink.h
 RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
 IFLA_MTU, IFF_UP = 4, 1
-XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 
 
 def nla(atype, payload):
@@ -361,31 +340,6 @@ def _setlink(payload):
 
 
 # ---------------------------------------------------------------------------------------
-# bpf(): an XDP_PASS program without clang
-
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
-XDP_PASS_INSNS = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 2; exit
-
-
-def xdp_pass_prog(frags=True):
-    """Load `return XDP_PASS`; frags: BPF_F_XDP_HAS_FRAGS (multi-buffer aware). Returns the fd."""
-    insns = ctypes.create_string_buffer(XDP_PASS_INSNS)
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("=IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic))
-    struct.pack_into("=I", attr, 44, BPF_F_XDP_HAS_FRAGS if frags else 0)  # prog_flags
-    attr[48:56] = b"zc_pass\0"  # prog_name
-    for _ in range(5):  # EAGAIN: a signal interrupted the verifier; libbpf retries too
-        fd = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(BPF_PROG_LOAD), attr, ctypes.c_long(128))
-        if fd >= 0:
-            return fd
-        e = ctypes.get_errno()
-        if e != errno.EAGAIN:
-            break
-    raise OSError(e, f"BPF_PROG_LOAD: {os.strerror(e)}")
-
-
-# ---------------------------------------------------------------------------------------
 # the environment
 
 
@@ -446,25 +400,6 @@ def wait_unbound(timeout=20.0, ifname=IFNAME):
         time.sleep(0.1)
 
 
-def missing():
-    """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
-    if not os.path.exists("/proc/self/ns/net"):
-        return "no network namespaces (CONFIG_NET_NS)"
-    # Creating a pair works for built-in veth and loads a modular one.
-    probe = "ip link add zcl-vprobe0 type veth peer name zcl-vprobe1 && ip link del zcl-vprobe0"
-    if sh(probe, check=False).returncode:
-        return "no veth (CONFIG_VETH)"
-    if not os.path.exists("/proc/sys/net/ipv6"):
-        return "no IPv6 (CONFIG_IPV6)"
-    with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
-        try:
-            ring.register_zcrx(rq_entries=8, area_len=PAGE_SIZE)
-        except OSError as e:
-            err = errno.errorcode.get(e.errno)
-            return f"IORING_REGISTER_ZCRX_IFQ fails with {err} (CONFIG_IO_URING_ZCRX?)"
-    return None
-
-
 def ensure_env(module, reset=True):
     """Idempotent: the topology exists, no queue is bound, zc0 is in its default config."""
     t0 = time.monotonic()
@@ -488,108 +423,6 @@ def ensure_env(module, reset=True):
 
 # ---------------------------------------------------------------------------------------
 # traffic: a sender in the remote netns, a zcrx receiver here
-
-
-class Peer:
-    """A TCP sender in netns `remote`: a forked child that connects and sends when start()ed,
-    then waits for the receiver to close. It never touches the parent's io_uring."""
-
-    def __init__(self, family, port, size, seed=1, chunk=1 << 16, endless=False):
-        self.size, self.seed = size, seed
-        go_r, self.go_w = os.pipe()
-        self.res_r, res_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # child
-            os.close(self.go_w)
-            os.close(self.res_r)
-            try:
-                res = _peer_main(family, port, size, seed, chunk, endless, go_r)
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                res = {"error": repr(e)}
-            os.write(res_w, json.dumps(res).encode())
-            os._exit(0)
-        os.close(go_r)
-        os.close(res_w)
-        self.data = None if endless else pattern(size, seed)
-
-    def start(self):
-        os.write(self.go_w, b"g")
-
-    def result(self, timeout=60.0):
-        chunks, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not select.select([self.res_r], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                break
-            b = os.read(self.res_r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-        if not chunks:
-            self.kill()
-            return {"error": "peer gave no result"}
-        self._reap()
-        return json.loads(b"".join(chunks))
-
-    def kill(self):
-        if self.pid:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            self._reap()
-
-    def _reap(self):
-        if self.pid:
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-            os.close(self.res_r)
-            os.close(self.go_w)
-
-
-def _peer_main(family, port, size, seed, chunk, endless, go_r):
-    with open(f"/run/netns/{NETNS}") as f:
-        os.setns(f.fileno(), os.CLONE_NEWNET)
-    if not os.read(go_r, 1):
-        return {"error": "not started"}
-    data = pattern(1 << 16 if endless else size, seed)
-    s = socket.socket(FAMILY[family], socket.SOCK_STREAM)
-    s.settimeout(120)
-    s.connect((ADDR[family][0], port))
-    sent, t0 = 0, time.monotonic()
-    try:
-        if endless:
-            while True:
-                sent += s.send(data)
-        mv = memoryview(data)
-        while sent < size:
-            sent += s.send(mv[sent : sent + chunk])
-        s.shutdown(socket.SHUT_WR)
-        while s.recv(4096):  # until the receiver closes
-            pass
-    except OSError as e:
-        return {"sent": sent, "errno": e.errno, "secs": round(time.monotonic() - t0, 2)}
-    finally:
-        s.close()
-    return {"sent": sent, "errno": 0, "secs": round(time.monotonic() - t0, 2)}
-
-
-def listener(family, port=0):
-    lst = socket.socket(FAMILY[family], socket.SOCK_STREAM)
-    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lst.bind((ADDR[family][0], port))
-    lst.listen(4)
-    return lst
-
-
-def accept(lst, peer, timeout=60.0):
-    """The peer's connection; a peer that never connects fails the scenario with its report."""
-    lst.settimeout(timeout)
-    try:
-        conn, _ = lst.accept()
-    except TimeoutError:
-        raise RuntimeError(f"the sender never connected: {peer.result(5)}") from None
-    conn.setblocking(True)
-    return conn
 
 
 def ntuple(family, port, queue):
@@ -651,67 +484,6 @@ def register_errno(queue, ifidx=None, **kw):
         args.close()
 
 
-class Stream:
-    """Received bytes and CQEs of one RECV_ZC stream."""
-
-    def __init__(self):
-        self.data, self.cqes, self.final, self.events, self.rearms = bytearray(), 0, None, [], []
-        self.held = []
-
-
-def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
-    """Collect CQEs of RECV_ZC request ud into st until its final CQE, `until` bytes, `idle`
-    seconds without data, or timeout. Returns the (possibly re-armed) request's user_data."""
-    deadline = time.monotonic() + timeout
-    last = time.monotonic()
-    while time.monotonic() < deadline:
-        got = rx.ring.wait_cqes(1, timeout=0.5)
-        batch = []
-        for c in got:
-            if c.user_data == EV_UD:
-                st.events.append(c.res)
-            elif c.user_data != ud:
-                continue
-            elif c.more:
-                st.data += rx.z.read(c.zc_off, c.res)
-                st.cqes += 1
-                batch.append(c)
-            elif c.res in (-errno.ENOMEM, -errno.ENOSPC):  # multishot ended for space: re-arm
-                st.rearms.append(c.res)
-                ud = rx.ring.submit_recv_zc(fd, rx.z.id)
-            else:
-                st.final = c.res
-        if batch:
-            last = time.monotonic()
-            if refill:
-                give_back(rx.z, batch)
-            else:
-                st.held += batch
-        if st.final is not None:
-            break
-        if until is not None and len(st.data) >= until:
-            break
-        if idle is not None and time.monotonic() - last > idle:
-            break
-    return ud
-
-
-def _summary(st, peer_data, rx):
-    got = bytes(st.data)
-    return {
-        "bytes": len(got),
-        "sent": len(peer_data),
-        "match": got == peer_data,
-        "sha_got": sha256(got)[:16],
-        "sha_sent": sha256(peer_data)[:16],
-        "final": st.final,
-        "cqes": st.cqes,
-        "events": st.events,
-        "rearms": st.rearms,
-        "stats": rx.z.stats(),
-    }
-
-
 def _port(seed):
     return 20000 + (os.getpid() * 7 + seed) % 20000
 
@@ -749,9 +521,9 @@ def transfer(family="ipv4", bind=1, steer=1, size=1 << 20, rss=None, area_pages=
             pump(rx, conn.fileno(), st, ud, timeout=120)
             out["secs"] = round(time.monotonic() - t0, 2)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
             s1 = ethtool_stats()
-            out["qdelta"] = _qdelta(s0, s1)
+            out["qdelta"] = qdelta(s0, s1)
             if probe:  # per-queue growth during the transfer
                 out["qstats"] = {q: _grown(qs0.get(q, {}), a) for q, a in qstats().items()}
         out["peer"] = peer.result()
@@ -781,120 +553,12 @@ def wait_no_pools(timeout=15.0):
         time.sleep(0.1)
 
 
-QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
-# zcnic's qstats rx-hw-drops of a queue: the sum of these ethtool -S counters
-HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")
-
-
-def _qdelta(s0, s1):
-    """Per-queue counter growth between two `ethtool -S` snapshots (counters reset on restart)."""
-    out = {}
-    for q in range(16):
-        if f"rx{q}_packets" not in s1:
-            continue
-        d = {f: qstat(s1, q, f) - qstat(s0, q, f) for f in QFIELDS}
-        d["unreadable"] = qstat(s1, q, "unreadable")
-        d["posted"] = qstat(s1, q, "posted")
-        d["ring_size"] = qstat(s1, q, "ring_size")
-        out[str(q)] = d
-    return out
-
-
 def _grown(before, after):
     return {k: v - before.get(k, 0) for k, v in after.items() if k.startswith("rx-")}
 
 
 def _pp(p):
     return {k: (v if isinstance(v, (int, dict)) else v.hex()) for k, v in p.items()}
-
-
-# ---------------------------------------------------------------------------------------
-# registration on a real queue: netdev-side validation
-
-
-def _case_split_off():
-    assert rings_set(split="off") == 0, LAST_EXTACK[0]
-    try:
-        return register_errno(1)
-    finally:
-        rings_set(split="on")
-
-
-def _case_hds_thresh():
-    assert rings_set(hds_thresh=512) == 0, LAST_EXTACK[0]
-    try:
-        return register_errno(1)
-    finally:
-        rings_set(hds_thresh=0)
-
-
-def _case_xdp(frags=True, mode=XDP_FLAGS_SKB_MODE):
-    fd = xdp_pass_prog(frags)
-    try:
-        err = xdp_set(fd, mode)
-        if err:
-            return {"attach": err, "extack": LAST_EXTACK[0]}
-        try:
-            return {"attach": 0, "register": register_errno(1)}
-        finally:
-            xdp_set(-1, mode)
-    finally:
-        os.close(fd)
-
-
-def _case_already_bound(same_ring):
-    with Rx(1, area_pages=64, rq_entries=64) as rx:
-        if not same_ring:
-            return register_errno(1)
-        args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False, if_idx=ifindex(), if_rxq=1)
-        try:
-            rx.ring.register_zcrx(args)
-            return 0
-        except OSError as e:
-            return e.errno
-        finally:
-            args.close()
-
-
-def _case_down():
-    """Bind while zc0 is down, then bring it up: the queue comes up with the provider."""
-    sh(f"ip link set {IFNAME} down")
-    try:
-        with Rx(1, area_pages=512) as rx:
-            sh(f"ip link set {IFNAME} up")
-            return {"errno": 0, "bound": bound_queues(), "stats": ethtool_stats(), "zcrx_id": rx.z.id}
-    except OSError as e:
-        return {"errno": e.errno}
-    finally:
-        sh(f"ip link set {IFNAME} up")
-
-
-REG_CASES = {
-    "ok": lambda: register_errno(1),
-    "last_queue": lambda: register_errno(DEF_QUEUES - 1),
-    "queue_out_of_range": lambda: register_errno(DEF_QUEUES),
-    "queue_max_plus1": lambda: register_errno(16),
-    "bad_ifindex": lambda: register_errno(0, ifidx=0x7FFFFFF0),
-    "lower_veth": lambda: register_errno(0, ifidx=ifindex(LOWER)),
-    "rx_buf_len_8k": lambda: register_errno(1, rx_buf_len=2 * PAGE_SIZE),
-    "rx_buf_len_page": lambda: register_errno(1, rx_buf_len=PAGE_SIZE),
-    "split_off": _case_split_off,
-    "hds_thresh_512": _case_hds_thresh,
-    "xdp_generic": _case_xdp,
-    "xdp_generic_single_buffer": lambda: _case_xdp(frags=False),
-    "xdp_native": lambda: _case_xdp(mode=XDP_FLAGS_DRV_MODE),
-    "already_bound_other_ring": lambda: _case_already_bound(False),
-    "already_bound_same_ring": lambda: _case_already_bound(True),
-    "while_down": _case_down,
-}
-
-
-def reg_cases(names=None):
-    out = {}
-    for n in names or REG_CASES:
-        out[n] = REG_CASES[n]()
-        out[n + "_bound_after"] = wait_unbound()
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -978,7 +642,7 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
             ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
             pump(rx, conn.fileno(), st, ud, timeout=120)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
     finally:
@@ -986,52 +650,6 @@ def while_bound(op, family="ipv4", size=1 << 20, bind=1):
         lst.close()
     out["bound_after"] = wait_unbound()
     out["pins_after"] = wait_pins(pins0)[0] - pins0
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# fault injection (debugfs knobs of zcnic)
-
-
-def fault_register(name, value=1, queue=1):
-    """Arm a queue-API knob, register (must fail), then register again and move data."""
-    knob(name, value)
-    try:
-        out = {"errno": register_errno(queue), "knob_after": knob(name)}
-    finally:
-        knob(name, 0)
-    out["bound_after_fail"] = wait_unbound(timeout=5)
-    out["pools_after_fail"] = len(io_uring_pools(ifindex()))
-    st = ethtool_stats()
-    out["posted_after_fail"] = qstat(st, queue, "posted")
-    out["unreadable_after_fail"] = qstat(st, queue, "unreadable")
-    out["again"] = transfer(bind=queue, steer=queue)
-    return out
-
-
-def fault_link_up(name):
-    """Arm a knob, `ip link set zc0 up` from down (ndo_open must fail), then up again."""
-    sh(f"ip link set {IFNAME} down")
-    knob(name, 1)
-    try:
-        p = sh(f"ip link set {IFNAME} up", check=False)
-        out = {"rc": p.returncode, "stderr": p.stderr.strip(), "knob_after": knob(name)}
-        with open(f"/sys/class/net/{IFNAME}/flags") as f:
-            out["up_after_fail"] = bool(int(f.read(), 16) & 1)
-    finally:
-        knob(name, 0)
-    out["rc_again"] = sh(f"ip link set {IFNAME} up", check=False).returncode
-    out["again"] = transfer(bind=1, steer=1, size=256 << 10)
-    return out
-
-
-def fault_datapath(name, value, bind=1, steer=1, size=1 << 20, family="ipv4"):
-    """A knob armed for the whole transfer (rx_drop, fail_pp_alloc) with ALLOC_FAIL armed."""
-    q0 = qstats(False)
-    out = transfer(family=family, bind=bind, steer=steer, size=size, knobs={name: value},
-                   event_mask=1 << U.ZCRX_EVENT_ALLOC_FAIL)  # fmt: skip
-    q1 = qstats(False)
-    out["dev_qstats_delta"] = {k: q1.get(k, 0) - q0.get(k, 0) for k in q1 if k.startswith("rx-")}
     return out
 
 
@@ -1084,7 +702,7 @@ def refill_dry(family="ipv4", size=1 << 20, area_pages=128, ring=64, idle=1.0, q
             pump(rx, fd, st, ud, timeout=120)
             out["recovery_secs"] = round(time.monotonic() - t0, 2)
             conn.close()
-            out.update(_summary(st, peer.data, rx))
+            out.update(summary(st, peer.data, rx))
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
     finally:
@@ -1128,7 +746,7 @@ def foreign_ifq(family="ipv4", size=256 << 10):
             ud = rx.ring.submit_recv_zc(fd, zb.id)
             pump(rx_b, fd, st_b, ud, timeout=60)
             conn.close()
-            out["right_ifq"] = _summary(st_b, peer.data, rx_b)
+            out["right_ifq"] = summary(st_b, peer.data, rx_b)
             args_b.close()
         out["peer"] = peer.result()
         sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
@@ -1471,102 +1089,4 @@ def _deferred_free_once(family, queue, size, window, rx_cpu, tx_cpu, port):
     return out
 
 
-# ---------------------------------------------------------------------------------------
-# ethtool on zc0: channels, rings, RSS, ntuple (plain sockets, no zcrx)
-
-
-def plain_transfer(family="ipv4", size=256 << 10, rule=None, rss=None, rss_ctx=None):
-    """A plain TCP transfer (recv()), steered by an ntuple rule (`rule`: queue or -1 to drop)
-    or RSS weights or a new RSS context; per-queue qstats deltas (netlink) and ethtool -S."""
-    port = _port(size & 0xFFFF)
-    lst = listener(family, port)
-    peer = Peer(family, port, size, seed=port)
-    out = {"port": port}
-    rid = ctx = None
-    try:
-        if rss is not None:
-            rss_weights(rss)
-        if rss_ctx is not None:  # {"start": S, "equal": N}
-            p = sh(f"ethtool -X {IFNAME} context new start {rss_ctx['start']} equal {rss_ctx['equal']}")
-            ctx = int(p.stdout.split()[-1])
-            out["rss_context"] = ctx
-            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} context {ctx}")
-            rid = int(p.stdout.split()[-1])
-        elif rule is not None:
-            p = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} action {rule}")
-            rid = int(p.stdout.split()[-1])
-            out["rule_listed"] = f"Filter: {rid}" in sh(f"ethtool -n {IFNAME}").stdout
-        q0, e0 = qstats(), ethtool_stats()
-        peer.start()
-        lst.settimeout(5 if rule == -1 else 60)
-        try:
-            conn, _ = lst.accept()
-        except TimeoutError:
-            conn = None
-        got = bytearray()
-        if conn:
-            conn.settimeout(60)
-            while True:
-                b = conn.recv(1 << 16)
-                if not b:
-                    break
-                got += b
-            conn.close()
-        q1, e1 = qstats(), ethtool_stats()
-        out["bytes"], out["match"] = len(got), bytes(got) == peer.data
-        out["connected"] = conn is not None
-        out["qpackets"] = {str(q): q1[q]["rx-packets"] - q0.get(q, {}).get("rx-packets", 0) for q in q1}
-        out["qhds"] = {str(q): qstat(e1, q, "hds_packets") - qstat(e0, q, "hds_packets") for q in q1}
-        out["qbytes"] = {str(q): q1[q]["rx-bytes"] - q0.get(q, {}).get("rx-bytes", 0) for q in q1}
-        out["steer_drops"] = e1["rx_steer_drops"] - e0["rx_steer_drops"]
-    finally:
-        peer.kill()
-        lst.close()
-        if rid is not None:
-            sh(f"ethtool -N {IFNAME} delete {rid}", check=False)
-        if ctx is not None:
-            sh(f"ethtool -X {IFNAME} context {ctx} delete", check=False)
-        if rss is not None:
-            sh(f"ethtool -X {IFNAME} default")
-    return out
-
-
-def indir_table():
-    """`ethtool -x zc0`: the 128-entry indirection table as a list."""
-    out = []
-    for line in sh(f"ethtool -x {IFNAME}").stdout.splitlines():
-        m = re.fullmatch(r"\s*\d+:((?:\s+\d+)+)\s*", line)
-        if m:
-            out += [int(x) for x in m.group(1).split()]
-    return out
-
-
-def channels_and_rings():
-    """-L / -G: accepted values change the queues (netlink queue-get, ethtool -S); limits."""
-    out = {}
-    for n in (1, 16, 17, 0, DEF_QUEUES):
-        e = channels_set(n)
-        st = ethtool_stats()
-        out[f"L{n}"] = {
-            "errno": e,
-            "queues": len(queues()),
-            "stats_queues": sum(1 for k in st if k.endswith("_ring_size")),
-            "indir_max": max(indir_table()),
-        }
-    for n in (8, 4096, 7, 4097, 64, DEF_RING):
-        e = rings_set(rx=n)
-        st = ethtool_stats()
-        time.sleep(0.2)  # NAPI posts the first buffers of a new queue
-        st = ethtool_stats()
-        out[f"G{n}"] = {
-            "errno": e,
-            "rx": rings_get()["rx"],
-            "ring_size": sorted({qstat(st, q, "ring_size") for q in range(DEF_QUEUES)}),
-            "posted": sorted({qstat(st, q, "posted") for q in range(DEF_QUEUES)}),
-        }
-    out["hds_max"] = rings_get().get("hds-thresh-max")
-    out["hds_1025"] = rings_set(hds_thresh=1025)
-    out["hds_1024"] = rings_set(hds_thresh=1024)
-    out["hds_now"] = rings_get().get("hds-thresh")
-    rings_set(hds_thresh=0)
-    return out
+#

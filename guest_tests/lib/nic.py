@@ -1,0 +1,476 @@
+"""The zcnic environment of in_guest tests (like net/lib/py's NetDrvEpEnv).
+
+    netns "remote": veth1 10.77.0.1/24 fd77::1/64  (the sender)
+         |
+    veth0 ── zc0 (zcnic, 4 queues, tcp-data-split on, hds-thresh 0) 10.77.0.2/24 fd77::2/64
+
+Two lifetimes. The topology above is built once per agent process (`_Topology`, with
+its own undo list) and checked before every test: found missing or changed (a test
+deleted zc0, an older test's fixture tore it down, zc0 is not in its default
+configuration), it is undone and built again. Everything a test changes on top of it
+(channels, rings, ntuple rules, RSS, XDP, fault knobs, link state) goes through a
+NicEnv method that registers its undo with `defer`, so the next test finds the default
+configuration without a reset sweep.
+
+Netlink goes through the kernel's own YNL (tools/net/ynl/pyynl with the specs of
+Documentation/netlink/specs, from the kernel under test's source; the host copies them
+into the results directory). A request's outcome is (errno, extack message).
+"""
+
+import atexit
+import ctypes
+import errno
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+from guest_tests.lib.defer import defer
+from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
+from guest_tests.zcrx.mem import libc
+
+IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
+ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
+FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
+V6_LOCAL = socket.inet_pton(socket.AF_INET6, ADDR["ipv6"][0]).hex()  # as /proc/net/if_inet6 has it
+DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
+DEF_QUEUES, DEF_RING = 4, 256
+XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+EV_UD = 0xE7E7  # user_data of zcrx event CQEs
+
+
+def sh(cmd, check=True):
+    p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+    if check and p.returncode:
+        raise RuntimeError(f"{cmd!r} failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def ifindex(name=IFNAME):
+    return socket.if_nametoindex(name)
+
+
+def link_exists(name=IFNAME):
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+def ethtool_stats(dev=IFNAME):
+    """`ethtool -S` as {name: int}."""
+    out = {}
+    for line in sh(f"ethtool -S {dev}").stdout.splitlines()[1:]:
+        k, _, v = line.strip().partition(":")
+        if v.strip().lstrip("-").isdigit():
+            out[k.strip()] = int(v)
+    return out
+
+
+def qstat(stats, q, name):
+    return stats.get(f"rx{q}_{name}", 0)
+
+
+def port_for(seed):
+    return 20000 + (os.getpid() * 7 + seed) % 20000
+
+
+# ---------------------------------------------------------------------------------------
+# YNL: the kernel's netlink library, loaded once per agent process
+
+
+class Ynl:
+    """The netdev, ethtool and rt-link families of the kernel's YNL under `root`."""
+
+    def __init__(self, root):
+        tools = os.path.join(root, "tools")
+        if tools not in sys.path:
+            sys.path.append(tools)
+        from net.ynl.pyynl.lib import NlError, YnlFamily
+
+        specs = os.path.join(root, "Documentation/netlink/specs")
+        self.NlError = NlError
+        # schema="": no jsonschema validation (slow, and not in the image)
+        self.netdev = YnlFamily(f"{specs}/netdev.yaml", schema="")
+        self.ethtool = YnlFamily(f"{specs}/ethtool.yaml", schema="")
+        self.rtnl = YnlFamily(f"{specs}/rt-link.yaml", schema="")
+
+    def outcome(self, fn, *args, **kwargs):
+        """(0, "") or (errno, the extack message) of one request."""
+        try:
+            fn(*args, **kwargs)
+        except self.NlError as e:
+            return e.error, (e.nl_msg.extack or {}).get("msg", "")
+        return 0, ""
+
+
+_YNL: dict = {}
+
+
+def load_ynl(root) -> Ynl:
+    if root not in _YNL:
+        _YNL[root] = Ynl(root)
+    return _YNL[root]
+
+
+# ---------------------------------------------------------------------------------------
+# capability checks and the agent-lifetime topology
+
+
+def missing():
+    """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
+    if not os.path.exists("/proc/self/ns/net"):
+        return "no network namespaces (CONFIG_NET_NS)"
+    # Creating a pair works for built-in veth and loads a modular one.
+    probe = "ip link add zcl-vprobe0 type veth peer name zcl-vprobe1 && ip link del zcl-vprobe0"
+    if sh(probe, check=False).returncode:
+        return "no veth (CONFIG_VETH)"
+    if not os.path.exists("/proc/sys/net/ipv6"):
+        return "no IPv6 (CONFIG_IPV6)"
+    with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
+        try:
+            ring.register_zcrx(rq_entries=8, area_len=PAGE_SIZE)
+        except OSError as e:
+            err = errno.errorcode.get(e.errno)
+            return f"IORING_REGISTER_ZCRX_IFQ fails with {err} (CONFIG_IO_URING_ZCRX?)"
+    return None
+
+
+class _Topology:
+    """zc0 on veth0, veth1 in netns remote, addresses: built once, checked per test."""
+
+    def __init__(self):
+        self.undo: list = []  # (description, command), run last first by teardown()
+        self.ifindex = None
+        self.checked = False
+
+    def _do(self, cmd, undo=None):
+        sh(cmd)
+        if undo:
+            self.undo.append(undo)
+
+    def intact(self, nl: Ynl) -> bool:
+        """Ours, present and in zcnic's default configuration (what tests leave behind)."""
+        if self.ifindex is None or not os.path.exists(f"/run/netns/{NETNS}"):
+            return False
+        if not link_exists(LOWER) or not os.path.exists(f"/sys/class/net/{IFNAME}/lower_{LOWER}"):
+            return False
+        if ifindex() != self.ifindex:  # someone else's zc0
+            return False
+        with open("/proc/net/if_inet6") as f:  # IPv6 addresses go with a link down
+            if not any(line.split()[0] == V6_LOCAL and line.split()[-1] == IFNAME for line in f):
+                return False
+        header = {"header": {"dev-index": self.ifindex}}
+        rings = nl.ethtool.rings_get(header)
+        channels = nl.ethtool.channels_get(header)
+        with open(f"/sys/class/net/{IFNAME}/mtu") as a, open(f"/sys/class/net/{LOWER}/mtu") as b:
+            mtu_ok = a.read() == b.read()
+        return (
+            mtu_ok
+            and rings.get("rx") == DEF_RING
+            and rings.get("tcp-data-split") == "enabled"
+            and rings.get("hds-thresh") == 0
+            and channels.get("combined-count") == DEF_QUEUES
+        )
+
+    def ensure(self, module, nl: Ynl):
+        if self.intact(nl):
+            return
+        print(f"nic: building the topology ({'rebuilt' if self.ifindex else 'first'})", file=sys.stderr)
+        self.teardown()
+        # whatever an older fixture or test left under these names
+        sh(f"ip link del {IFNAME}; ip link del {LOWER}; ip netns del {NETNS}; true", check=False)
+        if not os.path.exists("/sys/module/zcnic"):
+            sh(f"insmod {module}")  # stays loaded: other tests stack their own zcnic
+        self._do(f"ip netns add {NETNS}", f"ip netns del {NETNS}")
+        self._do(f"ip link add {LOWER} type veth peer name {PEER} netns {NETNS}", f"ip link del {LOWER}")
+        self._do(f"ip link add {IFNAME} link {LOWER} type zcnic", f"ip link del {IFNAME}")
+        # a test's link down/up must not take the IPv6 address with it
+        sh(f"sysctl -qw net.ipv6.conf.{IFNAME}.keep_addr_on_down=1")
+        sh(f"ip link set {LOWER} up && ip link set {IFNAME} up")
+        sh(f"ip -n {NETNS} link set lo up && ip -n {NETNS} link set {PEER} up")
+        for local, remote, plen in ADDR.values():
+            sh(f"ip addr add {local}/{plen} dev {IFNAME} nodad")
+            sh(f"ip -n {NETNS} addr add {remote}/{plen} dev {PEER} nodad")
+        self.ifindex = ifindex()
+        header = {"header": {"dev-index": self.ifindex}}
+        err, extack = nl.outcome(
+            nl.ethtool.rings_set, {**header, "rx": DEF_RING, "tcp-data-split": "enabled", "hds-thresh": 0}
+        )
+        if err:
+            raise RuntimeError(f"header split on {IFNAME}: {os.strerror(err)}: {extack}")
+
+    def teardown(self):
+        while self.undo:
+            sh(self.undo.pop(), check=False)
+        self.ifindex = None
+
+
+_TOPOLOGY = _Topology()  # one per agent process
+atexit.register(_TOPOLOGY.teardown)
+
+
+# ---------------------------------------------------------------------------------------
+# the environment
+
+
+class NicEnv:
+    """zc0 with the sender's end in netns `remote`; per-test changes undone by defer."""
+
+    ifname, lower, netns = IFNAME, LOWER, NETNS
+    queues_default, ring_default = DEF_QUEUES, DEF_RING
+
+    def __init__(self, module: str, ynl: str):
+        if not _TOPOLOGY.checked:  # once per agent: the kernel does not change under it
+            why = missing()
+            if why:
+                pytest.skip(f"kernel {os.uname().release}: {why}")
+            _TOPOLOGY.checked = True
+        try:
+            self.nl = load_ynl(ynl)
+        except ImportError as e:
+            pytest.skip(f"the kernel's YNL does not load: {e}")
+        _TOPOLOGY.ensure(module, self.nl)
+        self.ifindex = _TOPOLOGY.ifindex
+        self.lower_ifindex = ifindex(LOWER)
+        left = self.wait_unbound()
+        if left:
+            pytest.fail(f"queues {left} of zc0 still bound by an earlier test's ring", pytrace=False)
+
+    # -- observations --------------------------------------------------------------------
+
+    def _header(self):
+        return {"header": {"dev-index": self.ifindex}}
+
+    def rings_get(self) -> dict:
+        return self.nl.ethtool.rings_get(self._header())
+
+    def channels_get(self) -> dict:
+        return self.nl.ethtool.channels_get(self._header())
+
+    def queues(self) -> dict:
+        """netdev queue-get dump of zc0's RX queues: {queue id: attributes}."""
+        qs = self.nl.netdev.queue_get({"ifindex": self.ifindex}, dump=True)
+        return {q["id"]: q for q in qs if q.get("type") == "rx"}
+
+    def bound_queues(self) -> list:
+        return sorted(q for q, a in self.queues().items() if "io-uring" in a)
+
+    def qstats(self) -> dict:
+        """netdev qstats-get, scope queue: {RX queue id: counters}."""
+        ans = self.nl.netdev.qstats_get({"ifindex": self.ifindex, "scope": "queue"}, dump=True)
+        return {a["queue-id"]: a for a in ans if a.get("queue-type") == "rx"}
+
+    def io_uring_pools(self) -> list:
+        pools = self.nl.netdev.page_pool_get({}, dump=True)
+        return [p for p in pools if p.get("ifindex") == self.ifindex and "io-uring" in p]
+
+    def dev_qstats(self) -> dict:
+        """netdev qstats-get of the whole device."""
+        return self.nl.netdev.qstats_get({"ifindex": self.ifindex}, dump=True)[0]
+
+    def wait_no_pools(self, timeout=15.0) -> int:
+        """zc0's io_uring page pools left once the ring is gone (a pool with buffers in
+        flight outlives its queue until they come back)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = len(self.io_uring_pools())
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
+
+    def stats(self) -> dict:
+        return ethtool_stats(IFNAME)
+
+    def indir_table(self) -> list:
+        """`ethtool -x zc0`: the indirection table as a list."""
+        out = []
+        for line in sh(f"ethtool -x {IFNAME}").stdout.splitlines():
+            m = re.fullmatch(r"\s*\d+:((?:\s+\d+)+)\s*", line)
+            if m:
+                out += [int(x) for x in m.group(1).split()]
+        return out
+
+    @staticmethod
+    def ntuple_list() -> str:
+        return sh(f"ethtool -n {IFNAME}").stdout
+
+    def wait_unbound(self, timeout=20.0) -> list:
+        """io_uring tears an ifq down from a workqueue after its ring closes: wait for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            b = self.bound_queues() if link_exists(IFNAME) else []
+            if not b or time.monotonic() > deadline:
+                return b
+            time.sleep(0.1)
+
+    # -- changes, each undone by defer ---------------------------------------------------
+
+    def channels(self, combined: int) -> tuple:
+        """ethtool -L combined N: (errno, extack); undone when the test ends."""
+        before = self.channels_get()["combined-count"]
+        res = self.nl.outcome(self.nl.ethtool.channels_set, {**self._header(), "combined-count": combined})
+        if res[0] == 0 and combined != before:
+            defer(self.nl.ethtool.channels_set, {**self._header(), "combined-count": before})
+        return res
+
+    def rings(self, rx=None, split=None, hds_thresh=None) -> tuple:
+        """ethtool -G rx / tcp-data-split ("on", "off") / hds-thresh: (errno, extack)."""
+        want = {"rx": rx, "tcp-data-split": {"on": "enabled", "off": "disabled", None: None}[split]}
+        want = {k: v for k, v in {**want, "hds-thresh": hds_thresh}.items() if v is not None}
+        before = self.rings_get()
+        res = self.nl.outcome(self.nl.ethtool.rings_set, {**self._header(), **want})
+        if res[0] == 0:
+            old = {k: before[k] for k in want}
+            defer(self.nl.ethtool.rings_set, {**self._header(), **old})
+        return res
+
+    def xdp(self, fd: int, flags: int) -> tuple:
+        """Attach XDP program fd (RTM_SETLINK IFLA_XDP): (errno, extack); detached after."""
+        res = self._setxdp(fd, flags)
+        if res[0] == 0:
+            defer(self._setxdp, -1, flags)
+        return res
+
+    def _setxdp(self, fd, flags):
+        return self.nl.outcome(
+            self.nl.rtnl.setlink, {"ifi-index": self.ifindex, "xdp": {"fd": fd, "flags": flags}}
+        )
+
+    def link_down(self):
+        sh(f"ip link set {IFNAME} down")
+        defer(sh, f"ip link set {IFNAME} up")
+
+    @staticmethod
+    def link_up():
+        sh(f"ip link set {IFNAME} up")
+
+    def ntuple(self, family: str, port: int, action=None, context=None) -> int:
+        """ethtool -N: TCP to local `port` -> queue `action` (-1: drop) or RSS `context`."""
+        target = f"context {context}" if context is not None else f"action {action}"
+        out = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} {target}").stdout
+        rule = int(out.split()[-1])
+        defer(sh, f"ethtool -N {IFNAME} delete {rule}")
+        return rule
+
+    def rss_weights(self, weights):
+        sh(f"ethtool -X {IFNAME} weight {' '.join(map(str, weights))}")
+        defer(sh, f"ethtool -X {IFNAME} default")
+
+    def rss_context(self, start: int, equal: int) -> int:
+        ctx = int(sh(f"ethtool -X {IFNAME} context new start {start} equal {equal}").stdout.split()[-1])
+        defer(sh, f"ethtool -X {IFNAME} context {ctx} delete")
+        return ctx
+
+    @staticmethod
+    def require_knobs():
+        """The fault tests need zcnic's debugfs directory."""
+        if not os.path.isdir(DEBUGFS):
+            pytest.skip(f"no {DEBUGFS} (CONFIG_DEBUG_FS, debugfs not mounted?)")
+
+    def knob(self, name: str) -> int:
+        """A fault knob of /sys/kernel/debug/zcnic/zc0, read."""
+        self.require_knobs()
+        with open(f"{DEBUGFS}/{name}") as f:
+            return int(f.read())
+
+    def arm(self, name: str, value: int):
+        """Arm a fault knob; disarmed when the test ends, or earlier by the handle's .exec()
+        (a knob must not stay armed while a bound queue is restarted)."""
+        self.require_knobs()
+        _write(f"{DEBUGFS}/{name}", str(value))
+        return defer(_write, f"{DEBUGFS}/{name}", "0")
+
+    # -- zcrx ----------------------------------------------------------------------------
+
+    def register_errno(self, queue: int, ifidx=None, **kw) -> int:
+        """Register a zcrx on (ifidx, queue), close it again; 0 or the errno."""
+        with Ring(8) as ring:
+            args = ZcrxArgs(
+                rq_entries=64,
+                area_len=64 * PAGE_SIZE,
+                nodev=False,
+                if_idx=self.ifindex if ifidx is None else ifidx,
+                if_rxq=queue,
+                **kw,
+            )
+            try:
+                ring.register_zcrx(args)
+                return 0
+            except OSError as e:
+                return e.errno
+            finally:
+                ring.close()
+                args.close()
+
+    def rx(self, queue: int, area_pages=1024, rq_entries=1024, cq_entries=4096, **kw) -> "Rx":
+        """A ring with a zcrx on zc0's `queue`, closed after the test (or by .close())."""
+        rx = Rx(self.ifindex, queue, area_pages, rq_entries, cq_entries, **kw)
+        defer(rx.close)
+        return rx
+
+    def xdp_prog(self, frags=True) -> int:
+        """`return XDP_PASS` loaded with bpf(); its fd, closed after the test."""
+        fd = xdp_pass_prog(frags)
+        defer(os.close, fd)
+        return fd
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+class Rx:
+    """A ring with a zcrx on one queue of a zcnic device."""
+
+    def __init__(self, ifidx, queue, area_pages, rq_entries, cq_entries, **kw):
+        self.ring = Ring(64, cq_entries=cq_entries)
+        self.args = ZcrxArgs(
+            rq_entries=rq_entries,
+            area_len=area_pages * PAGE_SIZE,
+            nodev=False,
+            if_idx=ifidx,
+            if_rxq=queue,
+            event_user_data=EV_UD,
+            **kw,
+        )
+        try:
+            self.z = self.ring.register_zcrx(self.args)
+        except OSError:
+            self.close()
+            raise
+
+    def close(self):
+        if self.ring:
+            self.ring.close()
+            self.ring = None
+        self.args.close()
+
+
+# ---------------------------------------------------------------------------------------
+# bpf(): an XDP_PASS program without clang
+
+NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
+XDP_PASS_INSNS = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 2; exit
+
+
+def xdp_pass_prog(frags=True):
+    """Load `return XDP_PASS`; frags: BPF_F_XDP_HAS_FRAGS (multi-buffer aware). Returns the fd."""
+    insns = ctypes.create_string_buffer(XDP_PASS_INSNS)
+    lic = ctypes.create_string_buffer(b"GPL")
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("=IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic))
+    struct.pack_into("=I", attr, 44, BPF_F_XDP_HAS_FRAGS if frags else 0)  # prog_flags
+    attr[48:56] = b"zc_pass\0"  # prog_name
+    for _ in range(5):  # EAGAIN: a signal interrupted the verifier; libbpf retries too
+        fd = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(BPF_PROG_LOAD), attr, ctypes.c_long(128))
+        if fd >= 0:
+            return fd
+        e = ctypes.get_errno()
+        if e != errno.EAGAIN:
+            break
+    raise OSError(e, f"BPF_PROG_LOAD: {os.strerror(e)}")

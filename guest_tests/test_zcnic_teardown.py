@@ -93,8 +93,12 @@ def test_closed_ring_unpins_area_without_net_rx_on_the_allocating_cpu(nic, nic_c
         pytest.skip("net.core.skb_defer_max = 0: consumed skbs are not deferred")
     assert res["fin_before_read"] and res["received"] == res["size"] and res["pool_ids"], res
     if res["tx_net_rx"]:
-        pytest.skip(f"CPU {res['tx_cpu']} ran NET_RX in each of {len(res['attempts'])} attempts: "
-                    f"{[a['net_rx_since_read'] for a in res['attempts']]}")  # fmt: skip
+        pytest.skip(
+            f"CPU {res['tx_cpu']} ran NET_RX in each of {len(res['attempts'])} attempts: "
+            f"{[a['net_rx_since_read'] for a in res['attempts']]}"
+        )
     if res["pins_idle"]:
-        raise StillPinned(f"{res['pins_idle']} pages pinned {res['window_s']} s after close, CPU "
-                          f"{res['tx_cpu']} ran no NET_RX; pools {res['pools_idle']}")  # fmt: skip
+        raise StillPinned(
+            f"{res['pins_idle']} pages pinned {res['window_s']} s after close, CPU "
+            f"{res['tx_cpu']} ran no NET_RX; pools {res['pools_idle']}"
+        )

@@ -22,11 +22,15 @@ def settle_cmd(timeout: float) -> str:
     Shell builtins only: one pass over /proc costs about 15 ms under TCG. Prefix it to
     READ_CMD."""
     limit = int(timeout * 100)
-    busy = ('busy() { for f in /proc/[0-9]*/comm; do read -r c 2>/dev/null <"$f" || continue; '
-            'case $c in *+iou_exit) return 0;; esac; done; return 1; }; ')  # fmt: skip
-    return (f"{busy}{_UPTIME_CS}; t0=$t; g=0; while busy; do "
-            f"if [ $((t-t0)) -ge {limit} ]; then g=1; break; fi; sleep 0.05; {_UPTIME_CS}; done; "
-            f"echo {SETTLE_MARK} $((t-t0)) $g; ")  # fmt: skip
+    busy = (
+        'busy() { for f in /proc/[0-9]*/comm; do read -r c 2>/dev/null <"$f" || continue; '
+        "case $c in *+iou_exit) return 0;; esac; done; return 1; }; "
+    )
+    return (
+        f"{busy}{_UPTIME_CS}; t0=$t; g=0; while busy; do "
+        f"if [ $((t-t0)) -ge {limit} ]; then g=1; break; fi; sleep 0.05; {_UPTIME_CS}; done; "
+        f"echo {SETTLE_MARK} $((t-t0)) $g; "
+    )
 
 
 def settled(raw: str) -> tuple[float, bool]:

@@ -38,22 +38,35 @@ MARKERS = {
 
 def pytest_addoption(parser):
     group = parser.getgroup("zcrx-lab")
-    group.addoption("--kernel", default=None,
-                    help="kernel under test: 'default' (Debian's prebuilt 7.x), a bzImage, "
-                         "or a built kernel tree (default: default)")  # fmt: skip
-    group.addoption("--results-dir", default=None,
-                    help="where console logs, per-test dmesg and JUnit XML go "
-                         "(default: results/<date-time>)")  # fmt: skip
+    group.addoption(
+        "--kernel",
+        default=None,
+        help="kernel under test: 'default' (Debian's prebuilt 7.x), a bzImage, "
+        "or a built kernel tree (default: default)",
+    )
+    group.addoption(
+        "--results-dir",
+        default=None,
+        help="where console logs, per-test dmesg and JUnit XML go (default: results/<date-time>)",
+    )
     group.addoption("--queues", type=int, default=4, help="test NIC queue count (default 4)")
-    group.addoption("--guest-timeout", type=float, default=None,
-                    help="seconds a guest command may take before the guest counts as hung "
-                         "(default 300 under TCG, 60 under KVM)")  # fmt: skip
-    group.addoption("--kernel-cmdline", default="",
-                    help="extra kernel command line, e.g. 'kasan.fault=panic'")  # fmt: skip
-    group.addoption("--coverage", action="store_true",
-                    help="collect the kernel's gcov data after the run: HTML report and a line "
-                         "summary of io_uring/zcrx.c, net/core/page_pool.c and net/core/netdev_rx_queue.c "
-                         "(needs --kernel=debug or a tree built with build-kernel --coverage)")  # fmt: skip
+    group.addoption(
+        "--guest-timeout",
+        type=float,
+        default=None,
+        help="seconds a guest command may take before the guest counts as hung "
+        "(default 300 under TCG, 60 under KVM)",
+    )
+    group.addoption(
+        "--kernel-cmdline", default="", help="extra kernel command line, e.g. 'kasan.fault=panic'"
+    )
+    group.addoption(
+        "--coverage",
+        action="store_true",
+        help="collect the kernel's gcov data after the run: HTML report and a line "
+        "summary of io_uring/zcrx.c, net/core/page_pool.c and net/core/netdev_rx_queue.c "
+        "(needs --kernel=debug or a tree built with build-kernel --coverage)",
+    )
     group.addoption(
         "--crash-selftest",
         action="store_true",
@@ -102,13 +115,20 @@ class Lab:
 
         self.resolve()
         if self.vm is None:
-            self.vm = VM(self.kernel, self.image, self.results, queues=self.config.getoption("queues"),
-                         cmdline=self.config.getoption("kernel_cmdline"))  # fmt: skip
+            self.vm = VM(
+                self.kernel,
+                self.image,
+                self.results,
+                queues=self.config.getoption("queues"),
+                cmdline=self.config.getoption("kernel_cmdline"),
+            )
         if not self.vm.alive():
             self.vm.start()
             self.boot_times.append(self.vm.boot_seconds)
-            self._say(f"booted {self.kernel.describe()} ({self.vm.accel}: {self.vm.accel_reason}) "
-                      f"to SSH in {self.vm.boot_seconds:.1f} s")  # fmt: skip
+            self._say(
+                f"booted {self.kernel.describe()} ({self.vm.accel}: {self.vm.accel_reason}) "
+                f"to SSH in {self.vm.boot_seconds:.1f} s"
+            )
             self.kmsg_seq = -1  # a new kernel numbers its records from 0
             records = self._read_kmsg()
             boot_log = "\n".join(str(r) for r in records)
@@ -151,8 +171,9 @@ class Lab:
         if self.kernel.config.get("DEBUG_KMEMLEAK") != "y":
             return ""
         ctl = "/sys/kernel/debug/kmemleak"
-        report = self.vm.run(f"echo scan > {ctl} && echo scan > {ctl} && cat {ctl} && echo clear > {ctl}",
-                             timeout=300).stdout  # fmt: skip
+        report = self.vm.run(
+            f"echo scan > {ctl} && echo scan > {ctl} && cat {ctl} && echo clear > {ctl}", timeout=300
+        ).stdout
         return "\n" + report if report.strip() else ""
 
     def collect(self, item, crashed: bool) -> tuple[str, str, bool]:
@@ -190,14 +211,18 @@ class Lab:
         pytest.exit(f"zcrx-lab: {exc}", returncode=3)
 
     def write_run_json(self) -> None:
-        info = {"kernel": self.spec, "release": self.kernel.release if self.kernel else None,
-                "accel": self.vm.accel if self.vm else None, "boot_seconds": self.boot_times,
-                "splats": self.charged,
-                "iou_exit_waits": self.settle_waits,
-                "boot_splats": [str(s) for s in self.boot_splats],
-                "boot_failure": self.boot_failure,
-                "coverage": self.coverage_summary or None,
-                "tests": self.outcomes}  # fmt: skip
+        info = {
+            "kernel": self.spec,
+            "release": self.kernel.release if self.kernel else None,
+            "accel": self.vm.accel if self.vm else None,
+            "boot_seconds": self.boot_times,
+            "splats": self.charged,
+            "iou_exit_waits": self.settle_waits,
+            "boot_splats": [str(s) for s in self.boot_splats],
+            "boot_failure": self.boot_failure,
+            "coverage": self.coverage_summary or None,
+            "tests": self.outcomes,
+        }
         if self.image and self.spec == "default":
             info["debian_package"] = self.image.package_version
         (self.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -270,8 +295,10 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if config.getoption("crash_selftest"):
         return
-    skip = pytest.mark.skip(reason="deliberately panics or splats the guest to check the harness's "
-                                   "crash recovery and verdicts; run with --crash-selftest")  # fmt: skip
+    skip = pytest.mark.skip(
+        reason="deliberately panics or splats the guest to check the harness's "
+        "crash recovery and verdicts; run with --crash-selftest"
+    )
     for item in items:
         if "crash_selftest" in item.keywords:
             item.add_marker(skip)

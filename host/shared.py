@@ -40,8 +40,10 @@ class SharedRuns:
         for key in self._used.get(test, ()):
             runner = self._runner[key]
             if runner != test and self._splats.get(key):
-                out.append(f"splat during the shared batch {describe(key)} run by {runner}: "
-                           f"{'; '.join(self._splats[key])}")  # fmt: skip
+                out.append(
+                    f"splat during the shared batch {describe(key)} run by {runner}: "
+                    f"{'; '.join(self._splats[key])}"
+                )
         return out
 
 

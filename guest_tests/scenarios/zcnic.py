@@ -214,8 +214,11 @@ class Genl(Netlink):
 
     def __init__(self, family):
         super().__init__(NETLINK_GENERIC)
-        ans = self.request(GENL_ID_CTRL, struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0)
-                           + nla(CTRL_ATTR_FAMILY_NAME, family.encode() + b"\0"))  # fmt: skip
+        ans = self.request(
+            GENL_ID_CTRL,
+            struct.pack("=BBH", CTRL_CMD_GETFAMILY, 1, 0)
+            + nla(CTRL_ATTR_FAMILY_NAME, family.encode() + b"\0"),
+        )
         self.family = struct.unpack("=H", nla_parse(ans[0][4:])[CTRL_ATTR_FAMILY_ID])[0]
 
     def do(self, cmd, attrs=b"", dump=False, names=None):
@@ -472,8 +475,14 @@ class Rx:
 def register_errno(queue, ifidx=None, **kw):
     """Register a zcrx on (ifidx, queue), close it again; 0 or the errno."""
     ring = Ring(8)
-    args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE_SIZE, nodev=False,
-                    if_idx=ifindex() if ifidx is None else ifidx, if_rxq=queue, **kw)  # fmt: skip
+    args = ZcrxArgs(
+        rq_entries=64,
+        area_len=64 * PAGE_SIZE,
+        nodev=False,
+        if_idx=ifindex() if ifidx is None else ifidx,
+        if_rxq=queue,
+        **kw,
+    )
     try:
         ring.register_zcrx(args)
         return 0
@@ -488,8 +497,17 @@ def _port(seed):
     return 20000 + (os.getpid() * 7 + seed) % 20000
 
 
-def transfer(family="ipv4", bind=1, steer=1, size=1 << 20, rss=None, area_pages=1024, event_mask=0,
-             knobs=None, probe=False):  # fmt: skip
+def transfer(
+    family="ipv4",
+    bind=1,
+    steer=1,
+    size=1 << 20,
+    rss=None,
+    area_pages=1024,
+    event_mask=0,
+    knobs=None,
+    probe=False,
+):
     """Bind a zcrx to queue `bind`, steer one TCP flow to queue `steer` (ntuple, or RSS weights),
     receive `size` bytes with RECV_ZC. Observations: payload, zcrx stats, per-queue counters
     (ethtool -S deltas), netlink queue/page-pool state while bound, pins."""

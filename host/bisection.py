@@ -181,6 +181,11 @@ def step_main(args: list[str], lab_factory=None) -> int:
         subject = gitwork.subject(tree, sha)
         _save_log(tree, results)
         where = results / "steps" / f"{len(read_steps(results)) + 1:02d}-{sha[:12]}"
+        if lab_factory is None and (tree / ".config").exists():
+            raise LabError(
+                f"{tree} has an in-tree build (.config), so out-of-tree builds refuse it: "
+                "`make mrproper` there, or use `python3 -m host bisect`, which works in a worktree"
+            )
         with gitwork.terminate_as_interrupt():
             lab = lab_factory(tree) if lab_factory else _lab(tree, _build_dir(tree, opts), opts)
             v = judge(lab, sha, subject, _selection_args(opts), opts.tries, opts.boot_fail, where)

@@ -132,8 +132,10 @@ def parse_input(tree: Path, spec: str) -> SeriesInput:
         if not re.search(r"^(From |diff --git |--- |Subject: )", head, re.M):
             raise LabError(f"{path}: not a patch or mailbox (no 'From ', 'Subject:' or diff header)")
         return SeriesInput("mbox", spec, patches=[path.resolve()])
-    if ".." in spec and "/" not in spec.split("..")[0][:1]:
-        base, _, head = spec.partition("...") if "..." in spec else spec.partition("..")
+    if spec.startswith(("/", "./", "../", "~")) or spec.endswith((".mbox", ".mbx", ".patch", ".eml")):
+        raise LabError(f"{spec}: no such file or directory")
+    base, sep, head = spec.partition("...") if "..." in spec else spec.partition("..")
+    if sep and base:
         return SeriesInput("range", spec, base=rev(tree, base), head=rev(tree, head or "HEAD"))
     if MSGID.match(spec):
         return SeriesInput("msgid", spec.strip("<>"))

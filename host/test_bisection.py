@@ -206,3 +206,25 @@ def test_host_directory_runs_from_any_directory(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "exit 0 good, 1 bad, 125 skip" in proc.stdout
+
+
+def test_bisect_step_refuses_a_tree_with_an_in_tree_build(tmp_path):
+    make_repo(tmp_path / "t", [OK])
+    (tmp_path / "t" / ".config").write_text("CONFIG_X=y\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "host",
+            "bisect-step",
+            "--tree",
+            str(tmp_path / "t"),
+            "--results-dir",
+            str(tmp_path / "steps"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 128, proc.stdout + proc.stderr
+    assert "has an in-tree build (.config)" in proc.stdout and "make mrproper" in proc.stdout

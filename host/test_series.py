@@ -235,6 +235,8 @@ def test_bad_input_is_one_clear_error(tmp_path):
         run(tmp_path, "HEAD~1..HEAD")
     with pytest.raises(LabError, match="no commits to test"):
         run(tmp_path / "t", "HEAD..HEAD")
+    with pytest.raises(LabError, match="no such file or directory"):
+        run(tmp_path / "t", "../missing/series.mbox")
 
 
 def test_a_base_that_does_not_build_is_bad_input(tmp_path):
@@ -354,6 +356,9 @@ def test_input_kinds(tmp_path):
     assert gitwork.parse_input(tree, f"{shas[0]}..HEAD").head == shas[1]
     msgid = gitwork.parse_input(tree, "<20261130.1234-1-dev@kernel.org>")
     assert (msgid.kind, msgid.text) == ("msgid", "20261130.1234-1-dev@kernel.org")
+    assert gitwork.parse_input(tree, f"{shas[0]}...{shas[1]}").base == shas[0]
+    with pytest.raises(LabError, match="no such file"):
+        gitwork.parse_input(tree, "../x.patch")
 
 
 def test_test_paths_and_options_mix_in_any_order(tmp_path):

@@ -8,7 +8,7 @@ Two lifetimes. The topology above is built once per agent process (`_Topology`, 
 its own undo list) and checked before every test: found missing or changed (a test
 deleted zc0, an older test's fixture tore it down, zc0 is not in its default
 configuration), it is undone and built again. Everything a test changes on top of it
-(channels, rings, ntuple rules, RSS, XDP, fault knobs, link state) goes through a
+(channels, rings, ntuple rules, RSS, XDP, fault knobs, link state, MTU) goes through a
 NicEnv method that registers its undo with `defer`, so the next test finds the default
 configuration without a reset sweep.
 
@@ -42,6 +42,7 @@ V6_LOCAL = socket.inet_pton(socket.AF_INET6, ADDR["ipv6"][0]).hex()  # as /proc/
 DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
 DEF_QUEUES, DEF_RING = 4, 256
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
+IFF_UP = 1
 EV_UD = 0xE7E7  # user_data of zcrx event CQEs
 
 
@@ -339,6 +340,32 @@ class NicEnv:
         return self.nl.outcome(
             self.nl.rtnl.setlink, {"ifi-index": self.ifindex, "xdp": {"fd": fd, "flags": flags}}
         )
+
+    def link_state(self) -> dict:
+        """{"up": IFF_UP set, "mtu": the MTU} of zc0, from sysfs."""
+        with open(f"/sys/class/net/{IFNAME}/flags") as f:
+            up = bool(int(f.read(), 16) & IFF_UP)
+        with open(f"/sys/class/net/{IFNAME}/mtu") as f:
+            return {"up": up, "mtu": int(f.read())}
+
+    def setlink(self, up=None, mtu=None) -> tuple:
+        """RTM_SETLINK: IFF_UP on or off, IFLA_MTU: (errno, extack). A link taken down is
+        brought up and a changed MTU restored when the test ends."""
+        mtu_before = self.link_state()["mtu"]
+        res = self._setlink(up, mtu)
+        if res[0] == 0 and up is False:
+            defer(self._setlink, True, None)
+        if res[0] == 0 and mtu is not None and mtu != mtu_before:
+            defer(self._setlink, None, mtu_before)
+        return res
+
+    def _setlink(self, up, mtu):
+        req = {"ifi-index": self.ifindex}
+        if up is not None:
+            req.update({"ifi-flags": IFF_UP if up else 0, "ifi-change": IFF_UP})
+        if mtu is not None:
+            req["mtu"] = mtu
+        return self.nl.outcome(self.nl.rtnl.setlink, req)
 
     def link_down(self):
         sh(f"ip link set {IFNAME} down")

@@ -44,7 +44,6 @@ from guest_tests.lib.nic import (
     missing,
     qstat,
     sh,
-    xdp_pass_prog,
 )
 from guest_tests.lib.peer import Peer, accept, listener
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
@@ -100,12 +99,10 @@ ETHTOOL_MSG_RINGS_GET, ETHTOOL_MSG_RINGS_SET, ETHTOOL_MSG_CHANNELS_SET = 15, 16,
 ETHTOOL_A_HEADER_DEV_INDEX = 1
 RINGS_HEADER, RINGS_RX, RINGS_TCP_DATA_SPLIT, RINGS_HDS_THRESH = 1, 6, 11, 17
 RINGS_ATTRS = {2: "rx-max", 6: "rx", 11: "tcp-data-split", 17: "hds-thresh", 18: "hds-thresh-max"}
-CHANNELS_HEADER, CHANNELS_COMBINED_COUNT = 1, 9
 TCP_DATA_SPLIT = {"off": 1, "on": 2}
 
 # include/uapi/linux/if_link.h, rtnetlink.h
 RTM_SETLINK, IFLA_XDP, IFLA_XDP_FD, IFLA_XDP_FLAGS = 19, 43, 1, 3
-IFLA_MTU, IFF_UP = 4, 1
 
 
 def nla(atype, payload):
@@ -289,11 +286,6 @@ def rings_set(rx=None, split=None, hds_thresh=None, ifname=IFNAME):
     return _nl_errno(lambda g: g.do(ETHTOOL_MSG_RINGS_SET, attrs))
 
 
-def channels_set(combined, ifname=IFNAME):
-    attrs = _ethtool_header(ifindex(ifname)) + nla_u32(CHANNELS_COMBINED_COUNT, combined)
-    return _nl_errno(lambda g: g.do(ETHTOOL_MSG_CHANNELS_SET, attrs))
-
-
 LAST_EXTACK = [""]
 
 
@@ -313,22 +305,6 @@ def xdp_set(fd, flags=0, ifname=IFNAME):
     ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), 0, 0)
     attrs = nla_nest(IFLA_XDP, nla_s32(IFLA_XDP_FD, fd), nla_u32(IFLA_XDP_FLAGS, flags))
     return _setlink(ifinfo + attrs)
-
-
-def link_set(up=None, mtu=None, ifname=IFNAME):
-    """RTM_SETLINK: IFF_UP on or off, IFLA_MTU. Returns 0 or the errno (message in LAST_EXTACK)."""
-    flags = IFF_UP if up else 0
-    change = IFF_UP if up is not None else 0
-    ifinfo = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, ifindex(ifname), flags, change)
-    return _setlink(ifinfo + (nla_u32(IFLA_MTU, mtu) if mtu is not None else b""))
-
-
-def link_state(ifname=IFNAME):
-    """{"up": IFF_UP set, "mtu": the MTU} from sysfs."""
-    with open(f"/sys/class/net/{ifname}/flags") as f:
-        up = bool(int(f.read(), 16) & IFF_UP)
-    with open(f"/sys/class/net/{ifname}/mtu") as f:
-        return {"up": up, "mtu": int(f.read())}
 
 
 def _setlink(payload):
@@ -577,98 +553,6 @@ def _grown(before, after):
 
 def _pp(p):
     return {k: (v if isinstance(v, (int, dict)) else v.hex()) for k, v in p.items()}
-
-
-# ---------------------------------------------------------------------------------------
-# device changes while a queue is bound
-
-
-def _op_channels(n):
-    return lambda: {"errno": channels_set(n), "extack": LAST_EXTACK[0]}
-
-
-def _op_rings(**kw):
-    return lambda: {"errno": rings_set(**kw), "extack": LAST_EXTACK[0]}
-
-
-def _op_xdp(frags=True):
-    def op():
-        fd = xdp_pass_prog(frags)
-        try:
-            e = xdp_set(fd, XDP_FLAGS_SKB_MODE)
-            ext = LAST_EXTACK[0]
-            if e == 0:
-                xdp_set(-1, XDP_FLAGS_SKB_MODE)
-            return {"errno": e, "extack": ext}
-        finally:
-            os.close(fd)
-
-    return op
-
-
-def _op_link(*changes):
-    """RTM_SETLINK requests in turn, up to the first that fails: its errno and extack."""
-
-    def op():
-        extacks, states = [], []
-        for kw in changes:
-            err = link_set(**kw)
-            extacks.append(LAST_EXTACK[0])
-            states.append(link_state())
-            if err:
-                break
-        return {"errno": err, "extack": "; ".join(e for e in extacks if e), "states": states}
-
-    return op
-
-
-BOUND_OPS = {
-    "channels_below_bound": _op_channels(1),
-    "channels_to_bound_plus_1": _op_channels(2),
-    "channels_grow": _op_channels(6),
-    "channels_shrink_keep_bound": _op_channels(3),
-    "split_off": _op_rings(split="off"),
-    "hds_thresh_512": _op_rings(hds_thresh=512),
-    "xdp_generic": _op_xdp(),
-    "ring_rx_128": _op_rings(rx=128),
-    "ring_rx_1024": _op_rings(rx=1024),
-    "down_up": _op_link({"up": False}, {"up": True}),
-    "mtu_1400": _op_link({"mtu": 1400}),
-}
-
-
-def while_bound(op, family="ipv4", size=1 << 20, bind=1):
-    """Bind queue `bind`, apply op, then move `size` bytes over a flow steered to it."""
-    pins0 = pinned_pages()
-    port = _port(size & 0xFFFF)
-    lst = listener(family, port)
-    peer = Peer(family, port, size, seed=port)
-    out = {}
-    try:
-        with Rx(bind, area_pages=2048, rq_entries=2048) as rx:
-            out["op"] = BOUND_OPS[op]()  # before the ntuple rule: -L checks rules first
-            rule = ntuple(family, port, bind)
-            out["bound_after_op"] = bound_queues()
-            out["queue_get"] = queue_get(bind)
-            out["pools"] = len(io_uring_pools(ifindex()))
-            out["rings"] = {k: v for k, v in rings_get().items() if isinstance(v, int)}
-            out["channels"] = len(queues())
-            out["link"] = link_state()
-            peer.start()
-            conn = accept(lst, peer)
-            st = Stream()
-            ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
-            pump(rx, conn.fileno(), st, ud, timeout=120)
-            conn.close()
-            out.update(summary(st, peer.data, rx))
-        out["peer"] = peer.result()
-        sh(f"ethtool -N {IFNAME} delete {rule}", check=False)
-    finally:
-        peer.kill()
-        lst.close()
-    out["bound_after"] = wait_unbound()
-    out["pins_after"] = wait_pins(pins0)[0] - pins0
-    return out
 
 
 # ---------------------------------------------------------------------------------------

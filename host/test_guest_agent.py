@@ -99,3 +99,19 @@ def test_unknown_environment_is_an_error(tmp_path):
     bad = TestRequest("guest_tests.test_sample", "test_fails", {}, {"nic9": {}})
     [answer] = agent(tmp_path, bad)
     assert answer.outcome == "error" and "no guest environment 'nic9'" in answer.message
+
+
+def test_ynl_success_warning_is_read_from_its_print():
+    from guest_tests.lib.nic import success_warning
+
+    # what YNL's NlMsg repr prints for an ACK carrying an extack message (ynl.py)
+    printed = (
+        "Netlink warning:\nnl_len = 64 (64) nl_flags = 0x300 nl_type = 2\n"
+        "\textack: {'msg': 'hds_thresh ignored'}\n"
+    )
+    assert success_warning(printed) == "hds_thresh ignored"
+    assert success_warning("") == ""
+    assert (
+        success_warning("Netlink warning:\nnl_len = 36\n\textack: {'bad-attr': '.mtu'}\n")
+        == "{'bad-attr': '.mtu'}"
+    )

@@ -17,9 +17,12 @@ Documentation/netlink/specs, from the kernel under test's source; the host copie
 into the results directory). A request's outcome is (errno, extack message).
 """
 
+import ast
 import atexit
+import contextlib
 import ctypes
 import errno
+import io
 import os
 import re
 import socket
@@ -100,12 +103,26 @@ class Ynl:
         self.rtnl = YnlFamily(f"{specs}/rt-link.yaml", schema="")
 
     def outcome(self, fn, *args, **kwargs):
-        """(0, "") or (errno, the extack message) of one request."""
+        """(errno, the extack message) of one request; 0 and a message is a warning on
+        success, which YNL prints instead of returning, so it is read from that print."""
+        printed = io.StringIO()
         try:
-            fn(*args, **kwargs)
+            with contextlib.redirect_stdout(printed):
+                fn(*args, **kwargs)
         except self.NlError as e:
             return e.error, (e.nl_msg.extack or {}).get("msg", "")
-        return 0, ""
+        return 0, success_warning(printed.getvalue())
+
+
+def success_warning(printed: str) -> str:
+    """The extack message in YNL's "Netlink warning:" print of an ACK ('... extack: {...}')."""
+    if "Netlink warning:" not in printed:
+        return ""
+    extack = printed.partition("extack: ")[2].strip()
+    try:
+        return str(ast.literal_eval(extack.splitlines()[0]).get("msg", extack))
+    except (ValueError, SyntaxError, IndexError, AttributeError):
+        return extack or printed.strip()
 
 
 _YNL: dict = {}

@@ -10,9 +10,9 @@ import errno
 import pytest
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.flow import Stream, pump, summary
+from guest_tests.lib.flow import receive_flow, summary
 from guest_tests.lib.nic import XDP_FLAGS_SKB_MODE, port_for
-from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.lib.peer import Peer, listener
 from guest_tests.zcrx.util import pinned_pages, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
@@ -85,13 +85,7 @@ def while_bound(nic, op, family="ipv4", size=MiB, bind=1):
     out["rings"] = nic.rings_get()
     out["channels"] = len(nic.queues())
     out["link"] = nic.link_state()
-    peer.start()
-    conn = accept(lst, peer)
-    defer(conn.close)
-    st = Stream()
-    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
-    pump(rx, conn.fileno(), st, ud, timeout=120)
-    conn.close()
+    st = receive_flow(rx, lst, peer)
     out.update(summary(st, peer.data, rx))
     rx.close()
     out["peer"] = peer.result()

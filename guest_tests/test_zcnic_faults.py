@@ -13,9 +13,9 @@ import errno
 import pytest
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.flow import Stream, pump, qdelta, summary
+from guest_tests.lib.flow import qdelta, receive_flow, summary
 from guest_tests.lib.nic import IFNAME, port_for, qstat, sh
-from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.lib.peer import Peer, listener
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.util import pinned_pages, wait_pins
 
@@ -38,13 +38,7 @@ def zc_transfer(nic, family="ipv4", bind=1, steer=1, size=MiB, knobs=None, event
     armed = [nic.arm(k, v) for k, v in (knobs or {}).items()]
     rx = nic.rx(bind, area_pages=1024, event_mask=event_mask)
     s0 = nic.stats()  # after the bind: it restarts the queue, which resets its counters
-    peer.start()
-    conn = accept(lst, peer)
-    defer(conn.close)
-    st = Stream()
-    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
-    pump(rx, conn.fileno(), st, ud, timeout=120)
-    conn.close()
+    st = receive_flow(rx, lst, peer)
     out = summary(st, peer.data, rx)
     out["qdelta"] = qdelta(s0, nic.stats())
     rx.close()

@@ -43,6 +43,12 @@ def bisect(tmp_path, *args, results="results"):
     return rc, "\n".join(said)
 
 
+def run_step(tmp_path, program: list[str], *extra: str) -> subprocess.CompletedProcess:
+    """PROGRAM (a bisect-step) on tmp_path/t, its records into tmp_path/steps."""
+    cmd = [sys.executable, *program, "--tree", str(tmp_path / "t"), "--results-dir", str(tmp_path / "steps")]
+    return subprocess.run([*cmd, *extra], capture_output=True, text=True, cwd=REPO)
+
+
 def steps(tmp_path, results="results"):
     return bisection.read_steps(tmp_path / results)
 
@@ -170,20 +176,7 @@ def test_bisect_step_exit_codes_for_git_bisect_run(tmp_path):
 
     def step(sha, *extra):
         git(tmp_path / "t", "checkout", "-q", sha)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(tmp_path / "step.py"),
-                "--tree",
-                str(tmp_path / "t"),
-                "--results-dir",
-                str(tmp_path / "steps"),
-                *extra,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        return proc.returncode
+        return run_step(tmp_path, [str(tmp_path / "step.py")], *extra).returncode
 
     assert [step(s) for s in shas] == [0, 1, 125, 128]
     assert [step(s, "--reverse") for s in shas[:2]] == [1, 0]
@@ -211,20 +204,6 @@ def test_host_directory_runs_from_any_directory(tmp_path):
 def test_bisect_step_refuses_a_tree_with_an_in_tree_build(tmp_path):
     make_repo(tmp_path / "t", [OK])
     (tmp_path / "t" / ".config").write_text("CONFIG_X=y\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "host",
-            "bisect-step",
-            "--tree",
-            str(tmp_path / "t"),
-            "--results-dir",
-            str(tmp_path / "steps"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    proc = run_step(tmp_path, ["-m", "host", "bisect-step"])
     assert proc.returncode == 128, proc.stdout + proc.stderr
     assert "has an in-tree build (.config)" in proc.stdout and "make mrproper" in proc.stdout

@@ -5,7 +5,9 @@ Shared by the in_guest zcnic tests and scenarios/zcnic.py."""
 import errno
 import time
 
+from guest_tests.lib.defer import defer
 from guest_tests.lib.nic import EV_UD, qstat
+from guest_tests.lib.peer import accept
 from guest_tests.zcrx.util import give_back, sha256
 
 
@@ -52,6 +54,19 @@ def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
         if idle is not None and time.monotonic() - last > idle:
             break
     return ud
+
+
+def receive_flow(rx, lst, peer, timeout=120.0):
+    """Start PEER, accept its connection on LST and receive the whole flow with a
+    multishot RECV_ZC on RX (refilling as it goes); the Stream, once the peer closed."""
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    st = Stream()
+    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+    pump(rx, conn.fileno(), st, ud, timeout=timeout)
+    conn.close()
+    return st
 
 
 def summary(st, peer_data, rx):

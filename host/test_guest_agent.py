@@ -102,7 +102,7 @@ def test_unknown_environment_is_an_error(tmp_path):
 
 
 def test_ynl_success_warning_is_read_from_its_print():
-    from guest_tests.lib.nic import success_warning
+    from guest_tests.lib.ynl import success_warning
 
     # what YNL's NlMsg repr prints for an ACK carrying an extack message (ynl.py)
     printed = (

@@ -12,30 +12,25 @@ configuration), it is undone and built again. Everything a test changes on top o
 NicEnv method that registers its undo with `defer`, so the next test finds the default
 configuration without a reset sweep.
 
-Netlink goes through the kernel's own YNL (tools/net/ynl/pyynl with the specs of
-Documentation/netlink/specs, from the kernel under test's source; the host copies them
-into the results directory). A request's outcome is (errno, extack message).
+Netlink goes through the kernel's own YNL (guest_tests/lib/ynl.py); a request's outcome
+is (errno, extack message).
 """
 
-import ast
 import atexit
-import contextlib
-import ctypes
 import errno
-import io
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import time
 
 import pytest
 
+from guest_tests.lib.bpf import xdp_pass_prog
 from guest_tests.lib.defer import defer
+from guest_tests.lib.ynl import Ynl, load_ynl
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
-from guest_tests.zcrx.mem import libc
 
 IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
 ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
@@ -80,58 +75,6 @@ def qstat(stats, q, name):
 
 def port_for(seed):
     return 20000 + (os.getpid() * 7 + seed) % 20000
-
-
-# ---------------------------------------------------------------------------------------
-# YNL: the kernel's netlink library, loaded once per agent process
-
-
-class Ynl:
-    """The netdev, ethtool and rt-link families of the kernel's YNL under `root`."""
-
-    def __init__(self, root):
-        tools = os.path.join(root, "tools")
-        if tools not in sys.path:
-            sys.path.append(tools)
-        from net.ynl.pyynl.lib import NlError, YnlFamily
-
-        specs = os.path.join(root, "Documentation/netlink/specs")
-        self.NlError = NlError
-        # schema="": no jsonschema validation (slow, and not in the image)
-        self.netdev = YnlFamily(f"{specs}/netdev.yaml", schema="")
-        self.ethtool = YnlFamily(f"{specs}/ethtool.yaml", schema="")
-        self.rtnl = YnlFamily(f"{specs}/rt-link.yaml", schema="")
-
-    def outcome(self, fn, *args, **kwargs):
-        """(errno, the extack message) of one request; 0 and a message is a warning on
-        success, which YNL prints instead of returning, so it is read from that print."""
-        printed = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(printed):
-                fn(*args, **kwargs)
-        except self.NlError as e:
-            return e.error, (e.nl_msg.extack or {}).get("msg", "")
-        return 0, success_warning(printed.getvalue())
-
-
-def success_warning(printed: str) -> str:
-    """The extack message in YNL's "Netlink warning:" print of an ACK ('... extack: {...}')."""
-    if "Netlink warning:" not in printed:
-        return ""
-    extack = printed.partition("extack: ")[2].strip()
-    try:
-        return str(ast.literal_eval(extack.splitlines()[0]).get("msg", extack))
-    except (ValueError, SyntaxError, IndexError, AttributeError):
-        return extack or printed.strip()
-
-
-_YNL: dict = {}
-
-
-def load_ynl(root) -> Ynl:
-    if root not in _YNL:
-        _YNL[root] = Ynl(root)
-    return _YNL[root]
 
 
 # ---------------------------------------------------------------------------------------
@@ -493,28 +436,3 @@ class Rx:
             self.ring.close()
             self.ring = None
         self.args.close()
-
-
-# ---------------------------------------------------------------------------------------
-# bpf(): an XDP_PASS program without clang
-
-NR_BPF, BPF_PROG_LOAD, BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS = 321, 5, 6, 1 << 5
-XDP_PASS_INSNS = struct.pack("=BBhi", 0xB7, 0, 0, 2) + struct.pack("=BBhi", 0x95, 0, 0, 0)  # r0 = 2; exit
-
-
-def xdp_pass_prog(frags=True):
-    """Load `return XDP_PASS`; frags: BPF_F_XDP_HAS_FRAGS (multi-buffer aware). Returns the fd."""
-    insns = ctypes.create_string_buffer(XDP_PASS_INSNS)
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = ctypes.create_string_buffer(128)
-    struct.pack_into("=IIQQ", attr, 0, BPF_PROG_TYPE_XDP, 2, ctypes.addressof(insns), ctypes.addressof(lic))
-    struct.pack_into("=I", attr, 44, BPF_F_XDP_HAS_FRAGS if frags else 0)  # prog_flags
-    attr[48:56] = b"zc_pass\0"  # prog_name
-    for _ in range(5):  # EAGAIN: a signal interrupted the verifier; libbpf retries too
-        fd = libc.syscall(ctypes.c_long(NR_BPF), ctypes.c_long(BPF_PROG_LOAD), attr, ctypes.c_long(128))
-        if fd >= 0:
-            return fd
-        e = ctypes.get_errno()
-        if e != errno.EAGAIN:
-            break
-    raise OSError(e, f"BPF_PROG_LOAD: {os.strerror(e)}")

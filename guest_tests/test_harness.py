@@ -1,6 +1,7 @@
 """The harness checks itself: the guest is the kernel asked for, crashes are
 charged to the test that caused them, and the run goes on after one; a splat
-while a shared guest run ran fails every test that used it."""
+while a shared guest run ran fails every test that used it; a WARNING a test
+declares as provoked on purpose passes it, and only that one."""
 
 import pytest
 
@@ -36,6 +37,29 @@ def test_splat_in_shared_batch_user(guest):
     """Must be reported FAILED too: it judges the batch's result ("splat during the shared
     batch ... run by ...test_splat_in_shared_batch_runner")."""
     assert _batch(guest) == 0
+
+
+EXPECTED_WARN = "WARNING: CPU: 0 PID: 1 at zcrx-lab/harness-selftest provoked on purpose"
+
+
+@pytest.mark.expected_warning("harness-selftest provoked on purpose")
+def test_expected_warning_is_not_charged(guest):
+    """A WARNING the test declares with expected_warning: it passes."""
+    assert guest.sh(f"echo '{EXPECTED_WARN}' > /dev/kmsg").rc == 0
+
+
+@pytest.mark.crash_selftest
+@pytest.mark.expected_warning("harness-selftest provoked on purpose")
+def test_expected_warning_missing(guest):
+    """Must be reported FAILED: the WARNING it declares never comes."""
+    assert guest.sh("true").rc == 0
+
+
+@pytest.mark.crash_selftest
+@pytest.mark.expected_warning("harness-selftest provoked on purpose")
+def test_expected_warning_and_another(guest):
+    """Must be reported FAILED with the other WARNING only."""
+    assert guest.sh(f"echo '{EXPECTED_WARN}' > /dev/kmsg; echo '{FAKE_WARN}' > /dev/kmsg").rc == 0
 
 
 # Taint bits a healthy lab kernel may carry: zcnic is out of tree (O, 12) and

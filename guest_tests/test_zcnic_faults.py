@@ -9,6 +9,7 @@ the same ops, and a failure there is a WARN_ON in __netif_mp_close_rxq().
 """
 
 import errno
+import os
 
 import pytest
 
@@ -137,3 +138,41 @@ def test_rx_drop(nic, family):
     all_drops = sum(q["fault_drops"] for q in res["qdelta"].values())
     assert res["dev_qstats_delta"]["rx-hw-drops"] >= all_drops >= drops
     assert_recovered(res)
+
+
+# a queue left without memory by a failed restart, and what brings it back
+HEALS = {
+    "link_down_up": lambda nic: (nic.setlink(up=False), nic.setlink(up=True))[-1],  # ndo_stop, ndo_open
+    "ring_resize": lambda nic: nic.rings(rx=128),  # every queue rebuilt (zcnic_reconfig)
+    "link_del": lambda nic: (sh(f"ip link del {IFNAME}"), (0, ""))[-1],  # the next test rebuilds zc0
+}
+
+
+@pytest.mark.expected_warning(
+    r"netdev_rx_queue\.c",
+    reason="netdev_rx_queue_restart() WARNs when restarting the old queue fails: by design",
+)
+@pytest.mark.parametrize("heal", list(HEALS))
+def test_queue_restart_fails_twice(nic, heal):
+    """fail_queue_start 2: registration starts the new queue 1 (fails), then the core
+    restarts the old one (fails too, the kernel WARNs). Registration fails with EIO and
+    queue 1 stays without memory: no buffers posted, no NAPI. zcnic survives it: a flow to
+    queue 2 still arrives, and link down/up, a ring resize or deleting the link go
+    through the queue without memory; after the first two, queue 1 carries data zero copy."""
+    armed = nic.arm("fail_queue_start", 2)
+    got = nic.register_errno(1)
+    left = nic.knob("fail_queue_start")
+    armed.exec()
+    assert got == errno.EIO and left == 0, (got, left)
+    st = nic.stats()
+    assert qstat(st, 1, "ring_size") == 0 and qstat(st, 1, "posted") == 0, st
+    assert "napi-id" not in nic.queues()[1]
+    other = zc_transfer(nic, bind=2, steer=2, size=256 << 10)
+    assert_recovered(other, 256 << 10)
+    err, extack = HEALS[heal](nic)
+    assert err == 0, extack
+    if heal == "link_del":
+        assert not os.path.exists(f"/sys/class/net/{IFNAME}")
+        return
+    assert qstat(nic.stats(), 1, "posted") > 0
+    assert_recovered(zc_transfer(nic, bind=1, steer=1))

@@ -6,6 +6,7 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
+import glob
 
 import pytest
 
@@ -100,3 +101,25 @@ def test_register_while_down_then_up(nic):
     assert nic.bound_queues() == [1]
     st = nic.stats()
     assert st["rx1_unreadable"] == 1 and st["rx0_unreadable"] == 0 and st["rx1_posted"] > 0, st
+
+
+def zcnic_dma_devices() -> list:
+    """zcnic's per-device DMA devices (faux devices "zcnic-dmaID")."""
+    return sorted(glob.glob("/sys/bus/faux/devices/zcnic-dma*"))
+
+
+def test_link_add_failing_late_in_register_frees_once(nic):
+    """zcnic's fail_register veto (NETDEV_POST_INIT) fails register_netdevice() after
+    zcnic set up its DMA device and id: the core calls the destructor itself, and zcnic's
+    newlink error path must not free them again (an ida_free WARN, a faux device
+    use-after-free). EIO, no DMA device left; the next link add works."""
+    nic.veth_pair("zct0", "zct1")
+    before = zcnic_dma_devices()
+    nic.set_module_param("fail_register", 1)
+    err, extack = nic.add_zcnic("zcx0", "zct0")
+    assert err == errno.EIO, (err, extack)
+    assert nic.module_param("fail_register") == 0, "the veto was not reached"
+    assert zcnic_dma_devices() == before, "the failed link's DMA device is still there"
+    err, extack = nic.add_zcnic("zcx0", "zct0")
+    assert err == 0, extack
+    assert len(zcnic_dma_devices()) == len(before) + 1

@@ -95,7 +95,8 @@ def test_kernel_that_does_not_boot_shows_console_tail(tmp_path):
 
 def test_panic_and_splats_are_charged_and_the_run_goes_on(tmp_path):
     """--crash-selftest: the panic fails its test, the VM restarts; a splat in a shared
-    batch fails the test that ran it and the one that reused its result."""
+    batch fails the test that ran it and the one that reused its result; an expected
+    WARNING passes its test, a missing one fails it, another beside it still fails."""
     proc = lab_pytest(tmp_path, "--kernel=default", "--crash-selftest")
     results = tmp_path / "results"
     suite = ET.parse(results / "junit.xml").getroot().find("testsuite")
@@ -111,7 +112,16 @@ def test_panic_and_splats_are_charged_and_the_run_goes_on(tmp_path):
         "Failed: splat during the shared batch harness-selftest(shared batch) run by "
         "guest_tests/test_harness.py::test_splat_in_shared_batch_runner: WARNING"
     ), user.get("message")
-    for name in ("test_guest_runs_kernel_under_test", "test_guest_alive_after_previous_tests"):
+    missing = cases["test_expected_warning_missing"].find("failure")
+    assert missing is not None and "did not occur" in missing.get("message"), proc.stdout
+    other = cases["test_expected_warning_and_another"].find("failure")
+    assert other is not None and "shared batch" in other.get("message"), proc.stdout
+    assert "provoked on purpose" not in other.get("message")
+    for name in (
+        "test_guest_runs_kernel_under_test",
+        "test_expected_warning_is_not_charged",
+        "test_guest_alive_after_previous_tests",
+    ):
         assert len(cases[name]) == 0 or cases[name][0].tag == "system-out", f"{name} did not pass"
     assert proc.returncode == 1  # exactly: tests failed, not an internal error
     assert (results / "console-boot1.log").read_text().count("sysrq triggered crash") >= 1

@@ -20,8 +20,9 @@
  * The queues implement netdev_queue_mgmt_ops, so the netdev instance lock
  * protects all control paths and a queue can be restarted with a memory
  * provider (io_uring zcrx, devmem).  Each zcnic has its own faux device with
- * a 64-bit DMA mask as DMA device; without an IOMMU its mapping is
- * dma-direct, so a DMA address is a physical address, which is how the
+ * a 64-bit DMA mask as DMA device; its mapping must be dma-direct (no
+ * IOMMU, no forced bouncing, checked at link creation), so dma_to_phys()
+ * of a DMA address is the buffer's physical address, which is how the
  * emulated DMA engine (zcnic_dma_write()) reaches unreadable net_iovs.
  *
  * Fault injection knobs, in /sys/kernel/debug/zcnic/<ifname>/ (all u32,
@@ -29,14 +30,23 @@
  *   fail_queue_mem_alloc  the next N queue memory allocations fail (-ENOMEM)
  *                         (ndo_queue_mem_alloc and ndo_open)
  *   fail_queue_start      the next N queue starts fail (-EIO)
- *                         (ndo_queue_start and ndo_open)
+ *                         (ndo_queue_start and ndo_open); with N >= 2 the
+ *                         core's restart of the old queue fails too and the
+ *                         queue stays down (no rq) until the next reconfig
  *   fail_pp_alloc         every Nth page pool allocation fails (counted as
  *                         alloc_fail, the posted ring is not refilled)
  *   rx_drop               every Nth received frame is dropped (hw_drops)
+ *
+ * and one module parameter, as links have no debugfs directory before they
+ * exist: /sys/module/zcnic/parameters/fail_register makes the next N links
+ * fail register_netdevice() late (a NETDEV_POST_INIT veto), where the core
+ * has already called the destructor.
  */
 
 #include <linux/debugfs.h>
 #include <linux/device/faux.h>
+#include <linux/dma-direct.h>
+#include <linux/dma-map-ops.h>
 #include <linux/dma-mapping.h>
 #include <linux/etherdevice.h>
 #include <linux/ethtool.h>
@@ -49,6 +59,7 @@
 #include <linux/module.h>
 #include <linux/netdevice.h>
 #include <linux/skbuff.h>
+#include <linux/swiotlb.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/u64_stats_sync.h>
@@ -201,6 +212,11 @@ struct zcnic_priv {
 };
 
 static DEFINE_IDA(zcnic_ida);
+
+static unsigned int fail_register;
+module_param(fail_register, uint, 0600);
+MODULE_PARM_DESC(fail_register,
+		 "the next N links fail to register after ndo_init (-EIO)");
 static struct dentry *zcnic_dbg_root;
 static struct rtnl_link_ops zcnic_link_ops;
 
@@ -580,7 +596,7 @@ static void zcnic_refill(struct zcnic_rq *rq)
 /*
  * Emulated DMA engine: write @len bytes of @src at @off into a posted
  * buffer at its DMA address.  zcnic's DMA device is dma-direct (no IOMMU,
- * no bounce buffers), so the DMA address is the buffer's physical address
+ * no bounce buffers), so dma_to_phys() gives the buffer's physical address
  * and the kernel mapping of that pfn is a writable alias of it.  This is
  * the only way to fill unreadable net_iovs (io_uring zcrx areas): the CPU
  * has no page_address() for them, but a device writes them just fine.
@@ -590,7 +606,7 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
 			    unsigned int len)
 {
 	dma_addr_t dma = page_pool_get_dma_addr_netmem(netmem);
-	phys_addr_t phys = (phys_addr_t)dma;
+	phys_addr_t phys = dma_to_phys(rq->pp->p.dev, dma);
 	void *va;
 	int err;
 
@@ -817,8 +833,11 @@ static void zcnic_rq_fold_stats(struct zcnic_priv *priv, struct zcnic_rq *rq)
 	b->csum_bad += s->csum_bad;
 }
 
+/* @rq may be NULL: a queue whose restart failed has none (see below). */
 static void zcnic_rq_free(struct zcnic_priv *priv, struct zcnic_rq *rq)
 {
+	if (!rq)
+		return;
 	zcnic_rq_fold_stats(priv, rq);
 	while (rq->posted)
 		page_pool_put_full_netmem(rq->pp, zcnic_ring_pop(rq), false);
@@ -842,7 +861,13 @@ static void zcnic_rq_start(struct zcnic_priv *priv, struct zcnic_rq *rq,
 	local_bh_enable();
 }
 
-/* Stop queues [0, nq): no new frames, NAPI off; their rqs go to @out. */
+/*
+ * Stop queues [first, nq): no new frames, NAPI off; their rqs go to @out.
+ * A queue may have no rq: when the core's restart of a queue fails twice
+ * (new memory, then the old one: netdev_rx_queue_restart() WARNs), the
+ * queue stays down, frames steered to it are dropped (rx_no_queue), and
+ * the next link up or -L/-G builds it again.
+ */
 static void zcnic_stop_queues(struct zcnic_priv *priv, u32 first, u32 nq,
 			      struct zcnic_rq **out)
 {
@@ -854,10 +879,12 @@ static void zcnic_stop_queues(struct zcnic_priv *priv, u32 first, u32 nq,
 	for (i = first; i < nq; i++) {
 		struct zcnic_rq *rq = priv->rq[i];
 
+		out[i] = rq;
+		if (!rq)
+			continue;
 		napi_disable_locked(&rq->napi);
 		netif_queue_set_napi(priv->dev, i, NETDEV_QUEUE_TYPE_RX, NULL);
 		priv->rq[i] = NULL;
-		out[i] = rq;
 	}
 }
 
@@ -910,7 +937,8 @@ static int zcnic_reconfig(struct zcnic_priv *priv, u32 nq, u32 ring_size)
 	err = netif_set_real_num_rx_queues(dev, nq);
 	if (err) {
 		for (i = 0; i < old_nq; i++)
-			zcnic_rq_start(priv, old_rq[i], i);
+			if (old_rq[i])
+				zcnic_rq_start(priv, old_rq[i], i);
 		for (i = 0; i < nq; i++)
 			zcnic_rq_free(priv, new_rq[i]);
 		return err;
@@ -1699,17 +1727,27 @@ static void zcnic_debugfs_init(struct zcnic_priv *priv)
 	debugfs_create_u32("rx_drop", 0600, d, &priv->rx_drop);
 }
 
-static void zcnic_destructor(struct net_device *dev)
+/*
+ * Free the DMA device and the id.  Idempotent: register_netdevice() calls
+ * the destructor itself when it fails after ndo_init (a taken ifindex, a
+ * notifier's veto), and zcnic_newlink()'s error path then calls it again.
+ */
+static void zcnic_release(struct zcnic_priv *priv)
 {
-	struct zcnic_priv *priv = netdev_priv(dev);
-
 	if (priv->fdev) {
 		/* dma_parms lives in priv; the device may outlive it (page pools) */
 		priv->fdev->dev.dma_parms = NULL;
 		faux_device_destroy(priv->fdev);
+		priv->fdev = NULL;
 	}
-	priv->fdev = NULL;
-	ida_free(&zcnic_ida, priv->id);
+	if (priv->id >= 0)
+		ida_free(&zcnic_ida, priv->id);
+	priv->id = -1;
+}
+
+static void zcnic_destructor(struct net_device *dev)
+{
+	zcnic_release(netdev_priv(dev));
 }
 
 static void zcnic_setup(struct net_device *dev)
@@ -1807,13 +1845,25 @@ static int zcnic_newlink(struct net_device *dev,
 	priv->fdev = faux_device_create(name, NULL, NULL);
 	if (!priv->fdev) {
 		err = -ENODEV;
-		goto err_ida;
+		goto err_release;
 	}
 	/* a 64-bit capable DMA master: dma-direct, DMA address == phys */
 	err = dma_coerce_mask_and_coherent(&priv->fdev->dev,
 					   DMA_BIT_MASK(64));
 	if (err)
-		goto err_faux;
+		goto err_release;
+	/*
+	 * The emulated DMA engine writes through the kernel mapping of
+	 * dma_to_phys(): an IOMMU (dma_ops) or forced bouncing would put the
+	 * data somewhere the CPU never reads.
+	 */
+	if (get_dma_ops(&priv->fdev->dev) ||
+	    is_swiotlb_force_bounce(&priv->fdev->dev)) {
+		NL_SET_ERR_MSG(extack,
+			       "zcnic needs a direct-mapped DMA device (no IOMMU translation, no swiotlb=force)");
+		err = -EOPNOTSUPP;
+		goto err_release;
+	}
 	/*
 	 * Like real NICs, no limit on scatter-gather segment length: a faux
 	 * device has no dma_parms, and without them the DMA core assumes 64K
@@ -1831,11 +1881,11 @@ static int zcnic_newlink(struct net_device *dev,
 	netif_inherit_tso_max(dev, lower);
 	err = netif_set_real_num_rx_queues(dev, priv->num_queues);
 	if (err)
-		goto err_faux;
+		goto err_release;
 
 	err = register_netdevice(dev);
 	if (err)
-		goto err_faux;
+		goto err_release;
 	/* from here on the destructor frees fdev and the id */
 
 	err = netdev_upper_dev_link(lower, dev, extack);
@@ -1854,11 +1904,8 @@ err_unlink:
 err_unregister:
 	unregister_netdevice(dev);
 	return err;
-err_faux:
-	faux_device_destroy(priv->fdev);
-	priv->fdev = NULL;
-err_ida:
-	ida_free(&zcnic_ida, priv->id);
+err_release:
+	zcnic_release(priv);
 	return err;
 }
 
@@ -1891,6 +1938,12 @@ static int zcnic_device_event(struct notifier_block *nb, unsigned long event,
 	struct net_device *lower = netdev_notifier_info_to_dev(ptr);
 	struct zcnic_priv *priv;
 	LIST_HEAD(list_kill);
+
+	/* fault injection: veto a new zcnic (here @lower is that new link) */
+	if (event == NETDEV_POST_INIT)
+		return lower->rtnl_link_ops == &zcnic_link_ops &&
+		       zcnic_fault_take(&fail_register) ?
+		       notifier_from_errno(-EIO) : NOTIFY_DONE;
 
 	if (rcu_access_pointer(lower->rx_handler) != zcnic_handle_frame)
 		return NOTIFY_DONE;

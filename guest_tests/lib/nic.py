@@ -18,6 +18,7 @@ is (errno, extack message).
 
 import atexit
 import errno
+import itertools
 import os
 import re
 import socket
@@ -73,8 +74,12 @@ def qstat(stats, q, name):
     return stats.get(f"rx{q}_{name}", 0)
 
 
+_PORTS = itertools.count()
+
+
 def port_for(seed):
-    return 20000 + (os.getpid() * 7 + seed) % 20000
+    """A TCP port for one flow: different for every call in this process."""
+    return 20000 + (os.getpid() * 7 + seed + 101 * next(_PORTS)) % 20000
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,12 +275,22 @@ class NicEnv:
 
     # -- changes, each undone by defer ---------------------------------------------------
 
+    def _undo(self, fn, *args, **kwargs):
+        """defer(fn, ...) of a change to zc0, skipped if this zc0 is gone by then (a test
+        deleted it or unloaded zcnic: the next test builds the topology again)."""
+
+        def on_this_link():
+            if link_exists(IFNAME) and ifindex() == self.ifindex:
+                fn(*args, **kwargs)
+
+        return defer(on_this_link)
+
     def channels(self, combined: int) -> tuple:
         """ethtool -L combined N: (errno, extack); undone when the test ends."""
         before = self.channels_get()["combined-count"]
         res = self.nl.outcome(self.nl.ethtool.channels_set, {**self._header(), "combined-count": combined})
         if res[0] == 0 and combined != before:
-            defer(self.nl.ethtool.channels_set, {**self._header(), "combined-count": before})
+            self._undo(self.nl.ethtool.channels_set, {**self._header(), "combined-count": before})
         return res
 
     def rings(self, rx=None, split=None, hds_thresh=None) -> tuple:
@@ -286,14 +301,14 @@ class NicEnv:
         res = self.nl.outcome(self.nl.ethtool.rings_set, {**self._header(), **want})
         if res[0] == 0:
             old = {k: before[k] for k in want}
-            defer(self.nl.ethtool.rings_set, {**self._header(), **old})
+            self._undo(self.nl.ethtool.rings_set, {**self._header(), **old})
         return res
 
     def xdp(self, fd: int, flags: int) -> tuple:
         """Attach XDP program fd (RTM_SETLINK IFLA_XDP): (errno, extack); detached after."""
         res = self._setxdp(fd, flags)
         if res[0] == 0:
-            defer(self._setxdp, -1, flags)
+            self._undo(self._setxdp, -1, flags)
         return res
 
     def _setxdp(self, fd, flags):
@@ -314,9 +329,9 @@ class NicEnv:
         mtu_before = self.link_state()["mtu"]
         res = self._setlink(up, mtu)
         if res[0] == 0 and up is False:
-            defer(self._setlink, True, None)
+            self._undo(self._setlink, True, None)
         if res[0] == 0 and mtu is not None and mtu != mtu_before:
-            defer(self._setlink, None, mtu_before)
+            self._undo(self._setlink, None, mtu_before)
         return res
 
     def _setlink(self, up, mtu):
@@ -327,9 +342,26 @@ class NicEnv:
             req["mtu"] = mtu
         return self.nl.outcome(self.nl.rtnl.setlink, req)
 
+    def add_zcnic(self, name: str, lower: str, index: int = 0) -> tuple:
+        """`ip link add NAME [index INDEX] link LOWER type zcnic` as RTM_NEWLINK: (errno,
+        extack); the link is deleted after the test."""
+        req = {"ifname": name, "link": ifindex(lower), "linkinfo": {"kind": "zcnic"}}
+        if index:
+            req["ifi-index"] = index
+        res = self.nl.outcome(self.nl.rtnl.newlink, req, flags=list(self.nl.create))
+        if res[0] == 0:
+            defer(sh, f"ip link del {name}", check=False)
+        return res
+
+    @staticmethod
+    def veth_pair(name: str, peer: str):
+        """A veth pair in the init netns, deleted after the test."""
+        sh(f"ip link add {name} type veth peer name {peer}")
+        defer(sh, f"ip link del {name}", check=False)
+
     def link_down(self):
         sh(f"ip link set {IFNAME} down")
-        defer(sh, f"ip link set {IFNAME} up")
+        self._undo(sh, f"ip link set {IFNAME} up")
 
     @staticmethod
     def link_up():
@@ -340,16 +372,16 @@ class NicEnv:
         target = f"context {context}" if context is not None else f"action {action}"
         out = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} {target}").stdout
         rule = int(out.split()[-1])
-        defer(sh, f"ethtool -N {IFNAME} delete {rule}")
+        self._undo(sh, f"ethtool -N {IFNAME} delete {rule}")
         return rule
 
     def rss_weights(self, weights):
         sh(f"ethtool -X {IFNAME} weight {' '.join(map(str, weights))}")
-        defer(sh, f"ethtool -X {IFNAME} default")
+        self._undo(sh, f"ethtool -X {IFNAME} default")
 
     def rss_context(self, start: int, equal: int) -> int:
         ctx = int(sh(f"ethtool -X {IFNAME} context new start {start} equal {equal}").stdout.split()[-1])
-        defer(sh, f"ethtool -X {IFNAME} context {ctx} delete")
+        self._undo(sh, f"ethtool -X {IFNAME} context {ctx} delete")
         return ctx
 
     @staticmethod
@@ -369,7 +401,17 @@ class NicEnv:
         (a knob must not stay armed while a bound queue is restarted)."""
         self.require_knobs()
         _write(f"{DEBUGFS}/{name}", str(value))
-        return defer(_write, f"{DEBUGFS}/{name}", "0")
+        return self._undo(_write, f"{DEBUGFS}/{name}", "0")
+
+    @staticmethod
+    def module_param(name: str) -> int:
+        with open(f"/sys/module/zcnic/parameters/{name}") as f:
+            return int(f.read())
+
+    def set_module_param(self, name: str, value: int):
+        """A zcnic module parameter (fault knobs of links not created yet); reset after."""
+        _write(f"/sys/module/zcnic/parameters/{name}", str(value))
+        defer(_write, f"/sys/module/zcnic/parameters/{name}", "0")
 
     # -- zcrx ----------------------------------------------------------------------------
 

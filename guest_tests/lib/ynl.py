@@ -16,10 +16,11 @@ class Ynl:
         tools = os.path.join(root, "tools")
         if tools not in sys.path:
             sys.path.append(tools)
-        from net.ynl.pyynl.lib import NlError, YnlFamily
+        from net.ynl.pyynl.lib import Netlink, NlError, YnlFamily
 
         specs = os.path.join(root, "Documentation/netlink/specs")
         self.NlError = NlError
+        self.create = [Netlink.NLM_F_CREATE, Netlink.NLM_F_EXCL]  # RTM_NEWLINK's flags
         # schema="": no jsonschema validation (slow, and not in the image)
         self.netdev = YnlFamily(f"{specs}/netdev.yaml", schema="")
         self.ethtool = YnlFamily(f"{specs}/ethtool.yaml", schema="")

@@ -171,13 +171,26 @@ REG = {
 
 @pytest.mark.parametrize("case", list(REG))
 def test_register_errno(nodev, case):
-    err = register(nodev, REG[case])[0]
-    assert err == REG[case].want, f"got {errname(err)}, want {errname(REG[case].want)}"
+    """The case's errno; a failure leaves nothing pinned (FOLL_PIN) or accounted (VmPin),
+    a success pins and accounts at least its area until the ring closes."""
+    got = register(nodev, REG[case])
+    assert got.err == REG[case].want, f"got {errname(got.err)}, want {errname(REG[case].want)}"
+    if got.err:
+        assert nodev.pins() == got.pins, "pages still pinned after a failed registration"
+        assert nodev.pinned_vm() == got.pinned_vm, "VmPin still charged after a failed registration"
+        return
+    area_pages = got.args.area.len // PAGE
+    assert nodev.pins() - got.pins >= area_pages
+    assert nodev.pinned_vm() - got.pinned_vm >= area_pages * PAGE // 1024
+    nodev.close(got.zcrx.ring)
+    pins, pinned_vm = got.base
+    assert wait_pins(pins)[0] == pins, "pins left after the ring closed"
+    assert nodev.pinned_vm() == pinned_vm, "VmPin left after the ring closed"
 
 
 def test_register_outputs(nodev):
     """Successful NODEV registration fills zcrx_id, offsets, rx_buf_len, area token."""
-    _, args, zcrx = register(nodev, REG["ok"])
+    _, args, zcrx, *_ = register(nodev, REG["ok"])
     assert args.reg.zcrx_id == 0
     assert args.reg.rx_buf_len == PAGE
     assert args.area.rq_area_token == 0  # area id 0 << IORING_ZCRX_AREA_SHIFT
@@ -199,7 +212,7 @@ def test_register_outputs(nodev):
     ],
 )
 def test_rq_entries_rounded_and_clamped(nodev, case, want):
-    err, args, _ = register(nodev, REG[case])
+    err, args, *_ = register(nodev, REG[case])
     assert err == 0, errname(err)
     assert args.reg.rq_entries == want
 
@@ -210,8 +223,8 @@ def test_second_ifq_on_same_ring_gets_next_id(nodev):
 
 
 def test_rx_buf_len_reported_back(nodev):
-    assert register(nodev, REG["rx_buf_len_page"])[1].reg.rx_buf_len == PAGE
-    assert register(nodev, REG["ok"])[1].reg.rx_buf_len == PAGE  # 0 in, PAGE_SIZE out
+    assert register(nodev, REG["rx_buf_len_page"]).args.reg.rx_buf_len == PAGE
+    assert register(nodev, REG["ok"]).args.reg.rx_buf_len == PAGE  # 0 in, PAGE_SIZE out
 
 
 @pytest.mark.parametrize("method", ["capset", "userns"])

@@ -12,6 +12,7 @@ import pytest
 
 from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
 from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
+from guest_tests.zcrx.util import pinned_pages, pinned_vm_kb, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
@@ -68,10 +69,17 @@ REG_CASES = {
 
 @pytest.mark.parametrize("case", list(REG_CASES))
 def test_register(nic, case):
+    """The case's errno; once its ring is closed (at once on failure) nothing of it is
+    left: no queue bound, no io_uring page pool, no page pinned (FOLL_PIN) or accounted
+    to this process (VmPin)."""
     action, expected = REG_CASES[case]
+    pins, pinned_vm = pinned_pages(), pinned_vm_kb()
     got = action(nic)
     assert got == expected, f"{case}: errno {got} ({errno.errorcode.get(got)})"
     assert nic.wait_unbound() == [], "a queue stayed bound"
+    assert nic.wait_no_pools() == 0, "an io_uring page pool outlived the ring"
+    assert wait_pins(pins)[0] == pins, "pages still pinned"
+    assert pinned_vm_kb() == pinned_vm, "VmPin still charged"
 
 
 def test_generic_xdp_blocks_registration(nic):

@@ -11,7 +11,16 @@ import socket
 from guest_tests.lib.defer import defer
 from guest_tests.zcrx import PAGE_SIZE, Mem, Ring
 from guest_tests.zcrx.mem import PROT_NONE
-from guest_tests.zcrx.util import RecvResult, Sender, collect, pattern, pinned_pages, recv_zc, tcp_pair
+from guest_tests.zcrx.util import (
+    RecvResult,
+    Sender,
+    collect,
+    pattern,
+    pinned_pages,
+    pinned_vm_kb,
+    recv_zc,
+    tcp_pair,
+)
 
 
 class NodevEnv:
@@ -86,6 +95,11 @@ class NodevEnv:
     def pins() -> int:
         """Pages pinned system-wide (/proc/vmstat foll_pin acquired - released)."""
         return pinned_pages()
+
+    @staticmethod
+    def pinned_vm() -> int:
+        """This process's VmPin in kB: mm->pinned_vm, where io_uring accounts area pages."""
+        return pinned_vm_kb()
 
 
 class Stream:

@@ -1,7 +1,7 @@
 """IORING_REGISTER_ZCRX_IFQ cases: a valid NODEV registration with fields changed.
 
 A test module keeps its table of `Reg` cases with the errno each must give;
-`register(nodev, reg)` runs one on a fresh ring. The placeholders below stand
+`register(nodev, reg)` runs one on a fresh ring and says what was pinned before. The placeholders below stand
 for values that exist only in the guest while the test runs (see structs.py).
 """
 
@@ -36,8 +36,18 @@ class Reg(NamedTuple):
     prior: int = 0  # ifqs registered on the ring before this one
 
 
-def register(nodev, reg: Reg):
-    """Run one case on a fresh ring: (errno, its ZcrxArgs, the registered Zcrx or None)."""
+class Registered(NamedTuple):
+    err: int  # 0 or the errno of IORING_REGISTER_ZCRX_IFQ
+    args: ZcrxArgs
+    zcrx: Zcrx | None  # the registered ifq, if it succeeded
+    pins: int  # pages pinned system-wide (FOLL_PIN) right before the syscall
+    pinned_vm: int  # this process's VmPin in kB (io_uring's accounting) right before it
+    base: tuple  # (pins, pinned_vm) before the ring and its `prior` ifqs existed
+
+
+def register(nodev, reg: Reg) -> Registered:
+    """Run one case on a fresh ring."""
+    base = nodev.pins(), nodev.pinned_vm()
     ring = nodev.ring(8, flags=reg.ring)
     for _ in range(reg.prior):
         ring.register_zcrx()
@@ -56,9 +66,10 @@ def register(nodev, reg: Reg):
     late[EVENTS] = ctypes.addressof(args.ev)
     put(args, reg.set, late)
     arg = 0 if reg.null_arg else args.reg
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
     err = errno_of(ring.register, U.IORING_REGISTER_ZCRX_IFQ, arg, reg.nr_args)
     if err:
-        return err, args, None
+        return Registered(err, args, None, pins, pinned_vm, base)
     zcrx = Zcrx(ring, args)
     ring.zcrx.append(zcrx)  # the ring unmaps a kernel region at close
-    return 0, args, zcrx
+    return Registered(0, args, zcrx, pins, pinned_vm, base)

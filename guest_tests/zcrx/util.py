@@ -196,6 +196,15 @@ def pinned_pages():
     return vals["nr_foll_pin_acquired"] - vals["nr_foll_pin_released"]
 
 
+def pinned_vm_kb():
+    """VmPin of /proc/self/status (kB): pages pinned and accounted to this mm."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmPin:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmPin in /proc/self/status")
+
+
 def wait_pins(target, timeout=15.0, kick_after=5.0):
     """Poll until pinned_pages() == target; returns (value, seconds waited).
 

@@ -6,12 +6,13 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
+import threading
 
 import pytest
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.flow import receive_flow, summary
-from guest_tests.lib.nic import XDP_FLAGS_SKB_MODE, port_for
+from guest_tests.lib.flow import qdelta, receive_flow, summary
+from guest_tests.lib.nic import IFNAME, XDP_FLAGS_SKB_MODE, port_for, sh
 from guest_tests.lib.peer import Peer, listener
 from guest_tests.zcrx.util import pinned_pages, wait_pins
 
@@ -128,3 +129,40 @@ def test_channels_down_to_bound_queue(nic):
     res = while_bound(nic, request(lambda nic: nic.channels(2)))
     assert res["op"]["errno"] == 0, res["op"]
     assert res["channels"] == 2 and res["match"] and res["stats"]["copy_count"] == 0
+
+
+def test_steering_rewritten_under_zero_copy_flow(nic):
+    """While a flow that an ntuple rule steers to the bound queue 1 arrives, a thread keeps
+    rewriting the RSS table (-X) and adding and deleting a rule for another port (-N), each
+    change publishing a new steering table that zcnic's datapath reads under RCU: every
+    byte still lands on queue 1, zero copy and intact."""
+    port = port_for(11)
+    lst = listener("ipv4", port)
+    defer(lst.close)
+    peer = Peer("ipv4", port, 4 * MiB, seed=port)
+    defer(peer.kill)
+    rx = nic.rx(1, area_pages=2048, rq_entries=2048)
+    nic.ntuple("ipv4", port, action=1)
+    defer(sh, f"ethtool -X {IFNAME} default", check=False)
+    stop, changes = threading.Event(), []
+
+    def churn():
+        while not stop.is_set():
+            sh(f"ethtool -X {IFNAME} weight 1 0 1 1")
+            rule = sh(f"ethtool -N {IFNAME} flow-type tcp4 dst-port {port + 1} action 3").stdout.split()[-1]
+            sh(f"ethtool -X {IFNAME} equal 4")
+            sh(f"ethtool -N {IFNAME} delete {rule}")
+            changes.append(1)
+
+    s0 = nic.stats()
+    churner = threading.Thread(target=churn)
+    churner.start()
+    st = receive_flow(rx, lst, peer)
+    stop.set()
+    churner.join()
+    got = summary(st, peer.data, rx)
+    moved = qdelta(s0, nic.stats())
+    assert changes, "no steering change happened during the flow"
+    assert got["final"] == 0 and got["bytes"] == 4 * MiB and got["match"], got
+    assert got["stats"]["copy_count"] == 0, "part of the flow left the bound queue"
+    assert [moved[q]["hds_packets"] for q in ("0", "2", "3")] == [0, 0, 0], moved

@@ -4,7 +4,6 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
-import time
 
 import pytest
 
@@ -40,8 +39,9 @@ def test_rx_ring_size(nic):
     """-G rx 8..4096: every queue gets a ring of that size, fully posted; 7 and 4097 refused."""
     for n in (8, 4096, 64, 256):
         err, extack = nic.rings(rx=n)
-        time.sleep(0.2)  # NAPI posts the first buffers of a new queue
-        st = nic.stats()
+        st = nic.wait_stats(
+            lambda st, n=n, queues=range(nic.queues_default): all(qstat(st, q, "posted") == n for q in queues)
+        )
         got = {
             "errno": err,
             "rx": nic.rings_get()["rx"],

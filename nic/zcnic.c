@@ -165,6 +165,22 @@ struct zcnic_rule {
 	struct ethtool_rx_flow_spec fs;
 };
 
+/*
+ * Steering state: what a NIC keeps in its RSS and flow-rule tables.  The
+ * datapath reads it under RCU, like hardware reading its tables without a
+ * driver lock; a change copies it, edits the copy and publishes it
+ * (zcnic_steer_edit()/zcnic_steer_commit(), under steer_mutex).
+ */
+struct zcnic_steer {
+	struct rcu_head rcu;
+	u8 rss_key[ZCNIC_KEY_SIZE];
+	u32 indir[ZCNIC_INDIR_SIZE];
+	bool ctx_used[ZCNIC_MAX_RSS_CTX];
+	u32 ctx_indir[ZCNIC_MAX_RSS_CTX][ZCNIC_INDIR_SIZE];
+	struct zcnic_rule rules[ZCNIC_MAX_RULES];
+	u32 n_rules;
+};
+
 struct zcnic_base {
 	u64 packets, bytes, alloc_fail, hw_drops, overruns;
 	u64 csum_unnecessary, csum_none, csum_bad;
@@ -190,14 +206,9 @@ struct zcnic_priv {
 	/* datapath view of the running queues */
 	struct zcnic_rq __rcu *rx_rq[ZCNIC_MAX_QUEUES];
 
-	/* steering tables, read by the rx_handler */
-	spinlock_t steer_lock;
-	u8 rss_key[ZCNIC_KEY_SIZE];
-	u32 indir[ZCNIC_INDIR_SIZE];
-	bool ctx_used[ZCNIC_MAX_RSS_CTX];
-	u32 ctx_indir[ZCNIC_MAX_RSS_CTX][ZCNIC_INDIR_SIZE];
-	struct zcnic_rule rules[ZCNIC_MAX_RULES];
-	u32 n_rules;
+	/* steering tables, read by the rx_handler under RCU */
+	struct mutex steer_mutex;	/* serialises changes */
+	struct zcnic_steer __rcu *steer;
 
 	atomic64_t rx_no_queue;
 	atomic64_t rx_steer_drops;
@@ -362,8 +373,7 @@ static u32 zcnic_toeplitz(const u8 *key, const u8 *data, unsigned int len)
 	return hash;
 }
 
-/* Called with steer_lock held. */
-static u32 zcnic_hash(const struct zcnic_priv *priv,
+static u32 zcnic_hash(const struct zcnic_steer *st,
 		      const struct zcnic_flow *fl)
 {
 	u8 in[36];
@@ -385,7 +395,7 @@ static u32 zcnic_hash(const struct zcnic_priv *priv,
 		memcpy(in + n + 2, &fl->dport, 2);
 		n += 4;
 	}
-	return zcnic_toeplitz(priv->rss_key, in, n);
+	return zcnic_toeplitz(st->rss_key, in, n);
 }
 
 static bool zcnic_rule_match(const struct ethtool_rx_flow_spec *fs,
@@ -444,33 +454,88 @@ static bool zcnic_rule_match(const struct ethtool_rx_flow_spec *fs,
 static int zcnic_steer(struct zcnic_priv *priv, const struct zcnic_flow *fl,
 		       u32 *hash)
 {
+	const struct zcnic_steer *st = rcu_dereference(priv->steer);
 	unsigned int i;
-	int q = -1;
+	int q;
 
-	spin_lock(&priv->steer_lock);
-	*hash = zcnic_hash(priv, fl);
-	for (i = 0; i < ZCNIC_MAX_RULES && priv->n_rules; i++) {
-		const struct zcnic_rule *r = &priv->rules[i];
+	*hash = zcnic_hash(st, fl);
+	for (i = 0; i < ZCNIC_MAX_RULES && st->n_rules; i++) {
+		const struct zcnic_rule *r = &st->rules[i];
 
 		if (!r->used || !zcnic_rule_match(&r->fs, fl))
 			continue;
 		if (r->fs.ring_cookie == RX_CLS_FLOW_DISC)
-			goto out;
+			return -1;
 		q = ethtool_get_flow_spec_ring(r->fs.ring_cookie);
 		if (r->fs.flow_type & FLOW_RSS) {
 			if (r->rss_ctx && r->rss_ctx < ZCNIC_MAX_RSS_CTX &&
-			    priv->ctx_used[r->rss_ctx])
-				q += priv->ctx_indir[r->rss_ctx]
+			    st->ctx_used[r->rss_ctx])
+				q += st->ctx_indir[r->rss_ctx]
 					[*hash % ZCNIC_INDIR_SIZE];
 			else
-				q += priv->indir[*hash % ZCNIC_INDIR_SIZE];
+				q += st->indir[*hash % ZCNIC_INDIR_SIZE];
 		}
-		goto out;
+		return q;
 	}
-	q = fl->proto ? priv->indir[*hash % ZCNIC_INDIR_SIZE] : 0;
-out:
-	spin_unlock(&priv->steer_lock);
-	return q;
+	return fl->proto ? st->indir[*hash % ZCNIC_INDIR_SIZE] : 0;
+}
+
+static struct zcnic_steer *zcnic_steer_locked(struct zcnic_priv *priv)
+{
+	return rcu_dereference_protected(priv->steer,
+					 lockdep_is_held(&priv->steer_mutex));
+}
+
+/* A copy of the steering state to change, or NULL (out of memory). */
+static struct zcnic_steer *zcnic_steer_edit(struct zcnic_priv *priv)
+{
+	struct zcnic_steer *st = kvmalloc_obj(*st);
+
+	if (st)
+		memcpy(st, zcnic_steer_locked(priv), sizeof(*st));
+	return st;
+}
+
+/* Publish @st; readers still on the old state finish before it is freed. */
+static void zcnic_steer_commit(struct zcnic_priv *priv, struct zcnic_steer *st)
+{
+	struct zcnic_steer *old = zcnic_steer_locked(priv);
+
+	rcu_assign_pointer(priv->steer, st);
+	kvfree_rcu(old, rcu);
+}
+
+/*
+ * The default indirection table over @nq queues as a new steering state
+ * for zcnic_steer_commit(); NULL if the user configured the table (it is
+ * kept), ERR_PTR(-ENOMEM) if there is no memory.
+ */
+static struct zcnic_steer *zcnic_default_indir(struct zcnic_priv *priv,
+					       u32 nq)
+{
+	struct zcnic_steer *st;
+	u32 i;
+
+	if (netif_is_rxfh_configured(priv->dev))
+		return NULL;
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	mutex_unlock(&priv->steer_mutex);
+	if (!st)
+		return ERR_PTR(-ENOMEM);
+	for (i = 0; i < ZCNIC_INDIR_SIZE; i++)
+		st->indir[i] = ethtool_rxfh_indir_default(i, nq);
+	return st;
+}
+
+static void zcnic_steer_replace(struct zcnic_priv *priv,
+				struct zcnic_steer *st)
+{
+	if (!st)
+		return;
+	mutex_lock(&priv->steer_mutex);
+	zcnic_steer_commit(priv, st);
+	mutex_unlock(&priv->steer_mutex);
 }
 
 /**
@@ -888,19 +953,6 @@ static void zcnic_stop_queues(struct zcnic_priv *priv, u32 first, u32 nq,
 	}
 }
 
-static void zcnic_default_indir(struct zcnic_priv *priv)
-{
-	u32 i;
-
-	if (netif_is_rxfh_configured(priv->dev))
-		return;
-	spin_lock_bh(&priv->steer_lock);
-	for (i = 0; i < ZCNIC_INDIR_SIZE; i++)
-		priv->indir[i] = ethtool_rxfh_indir_default(i,
-							    priv->num_queues);
-	spin_unlock_bh(&priv->steer_lock);
-}
-
 /*
  * Change the number of queues and/or the ring size.  The new queues are
  * allocated first, so a failure leaves the device as it was.
@@ -911,15 +963,22 @@ static int zcnic_reconfig(struct zcnic_priv *priv, u32 nq, u32 ring_size)
 	struct zcnic_rq *old_rq[ZCNIC_MAX_QUEUES] = {};
 	struct net_device *dev = priv->dev;
 	u32 old_nq = priv->num_queues, i;
+	struct zcnic_steer *st;
 	int err;
+
+	st = zcnic_default_indir(priv, nq);
+	if (IS_ERR(st))
+		return PTR_ERR(st);
 
 	if (!netif_running(dev)) {
 		err = netif_set_real_num_rx_queues(dev, nq);
-		if (err)
+		if (err) {
+			kvfree(st);
 			return err;
+		}
 		priv->num_queues = nq;
 		priv->ring_size = ring_size;
-		zcnic_default_indir(priv);
+		zcnic_steer_replace(priv, st);
 		return 0;
 	}
 
@@ -929,6 +988,7 @@ static int zcnic_reconfig(struct zcnic_priv *priv, u32 nq, u32 ring_size)
 			err = PTR_ERR(new_rq[i]);
 			while (i--)
 				zcnic_rq_free(priv, new_rq[i]);
+			kvfree(st);
 			return err;
 		}
 	}
@@ -941,11 +1001,12 @@ static int zcnic_reconfig(struct zcnic_priv *priv, u32 nq, u32 ring_size)
 				zcnic_rq_start(priv, old_rq[i], i);
 		for (i = 0; i < nq; i++)
 			zcnic_rq_free(priv, new_rq[i]);
+		kvfree(st);
 		return err;
 	}
 	priv->num_queues = nq;
 	priv->ring_size = ring_size;
-	zcnic_default_indir(priv);
+	zcnic_steer_replace(priv, st);
 	for (i = 0; i < nq; i++)
 		zcnic_rq_start(priv, new_rq[i], i);
 	for (i = 0; i < old_nq; i++)
@@ -1427,13 +1488,16 @@ static int zcnic_get_rxfh(struct net_device *dev, struct ethtool_rxfh_param *rxf
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
 
+	const struct zcnic_steer *st;
+
 	rxfh->hfunc = ETH_RSS_HASH_TOP;
-	spin_lock_bh(&priv->steer_lock);
+	rcu_read_lock();
+	st = rcu_dereference(priv->steer);
 	if (rxfh->indir)
-		memcpy(rxfh->indir, priv->indir, sizeof(priv->indir));
+		memcpy(rxfh->indir, st->indir, sizeof(st->indir));
 	if (rxfh->key)
-		memcpy(rxfh->key, priv->rss_key, sizeof(priv->rss_key));
-	spin_unlock_bh(&priv->steer_lock);
+		memcpy(rxfh->key, st->rss_key, sizeof(st->rss_key));
+	rcu_read_unlock();
 	return 0;
 }
 
@@ -1453,17 +1517,24 @@ static int zcnic_set_rxfh(struct net_device *dev,
 			  struct netlink_ext_ack *extack)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
+	struct zcnic_steer *st;
 	int err;
 
 	err = zcnic_check_hfunc(rxfh, extack);
 	if (err)
 		return err;
-	spin_lock_bh(&priv->steer_lock);
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	if (!st) {
+		mutex_unlock(&priv->steer_mutex);
+		return -ENOMEM;
+	}
 	if (rxfh->indir)
-		memcpy(priv->indir, rxfh->indir, sizeof(priv->indir));
+		memcpy(st->indir, rxfh->indir, sizeof(st->indir));
 	if (rxfh->key)
-		memcpy(priv->rss_key, rxfh->key, sizeof(priv->rss_key));
-	spin_unlock_bh(&priv->steer_lock);
+		memcpy(st->rss_key, rxfh->key, sizeof(st->rss_key));
+	zcnic_steer_commit(priv, st);
+	mutex_unlock(&priv->steer_mutex);
 	return 0;
 }
 
@@ -1498,6 +1569,7 @@ static int zcnic_ctx_update(struct zcnic_priv *priv,
 {
 	u32 id = rxfh->rss_context, i;
 	u32 *indir = ethtool_rxfh_context_indir(ctx);
+	struct zcnic_steer *st;
 	int err;
 
 	if (!id || id >= ZCNIC_MAX_RSS_CTX)
@@ -1505,22 +1577,28 @@ static int zcnic_ctx_update(struct zcnic_priv *priv,
 	err = zcnic_check_hfunc(rxfh, extack);
 	if (err)
 		return err;
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	if (!st) {
+		mutex_unlock(&priv->steer_mutex);
+		return -ENOMEM;
+	}
 	if (create) {
 		ctx->hfunc = ETH_RSS_HASH_TOP;
-		memcpy(ethtool_rxfh_context_key(ctx), priv->rss_key,
+		memcpy(ethtool_rxfh_context_key(ctx), st->rss_key,
 		       ZCNIC_KEY_SIZE);
 	}
-	spin_lock_bh(&priv->steer_lock);
 	for (i = 0; i < ZCNIC_INDIR_SIZE; i++) {
 		if (rxfh->indir)
-			priv->ctx_indir[id][i] = rxfh->indir[i];
+			st->ctx_indir[id][i] = rxfh->indir[i];
 		else if (create)
-			priv->ctx_indir[id][i] =
+			st->ctx_indir[id][i] =
 				ethtool_rxfh_indir_default(i, priv->num_queues);
-		indir[i] = priv->ctx_indir[id][i];
+		indir[i] = st->ctx_indir[id][i];
 	}
-	priv->ctx_used[id] = true;
-	spin_unlock_bh(&priv->steer_lock);
+	st->ctx_used[id] = true;
+	zcnic_steer_commit(priv, st);
+	mutex_unlock(&priv->steer_mutex);
 	return 0;
 }
 
@@ -1546,41 +1624,48 @@ static int zcnic_remove_rxfh_context(struct net_device *dev,
 				     struct netlink_ext_ack *extack)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
+	struct zcnic_steer *st;
 
 	if (!rss_context || rss_context >= ZCNIC_MAX_RSS_CTX)
 		return -EINVAL;
-	spin_lock_bh(&priv->steer_lock);
-	priv->ctx_used[rss_context] = false;
-	spin_unlock_bh(&priv->steer_lock);
-	return 0;
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	if (st) {
+		st->ctx_used[rss_context] = false;
+		zcnic_steer_commit(priv, st);
+	}
+	mutex_unlock(&priv->steer_mutex);
+	return st ? 0 : -ENOMEM;
 }
 
 static int zcnic_get_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info,
 			   u32 *rule_locs)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
+	const struct zcnic_steer *st;
 	u32 i, n = 0;
 	int err = 0;
 
-	spin_lock_bh(&priv->steer_lock);
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_locked(priv);
 	switch (info->cmd) {
 	case ETHTOOL_GRXCLSRLCNT:
-		info->rule_cnt = priv->n_rules;
+		info->rule_cnt = st->n_rules;
 		info->data = ZCNIC_MAX_RULES | RX_CLS_LOC_SPECIAL;
 		break;
 	case ETHTOOL_GRXCLSRULE:
 		i = info->fs.location;
-		if (i >= ZCNIC_MAX_RULES || !priv->rules[i].used) {
+		if (i >= ZCNIC_MAX_RULES || !st->rules[i].used) {
 			err = -ENOENT;
 			break;
 		}
-		info->fs = priv->rules[i].fs;
-		info->rss_context = priv->rules[i].rss_ctx;
+		info->fs = st->rules[i].fs;
+		info->rss_context = st->rules[i].rss_ctx;
 		break;
 	case ETHTOOL_GRXCLSRLALL:
 		info->data = ZCNIC_MAX_RULES;
 		for (i = 0; i < ZCNIC_MAX_RULES; i++) {
-			if (!priv->rules[i].used)
+			if (!st->rules[i].used)
 				continue;
 			if (n == info->rule_cnt) {
 				err = -EMSGSIZE;
@@ -1593,11 +1678,12 @@ static int zcnic_get_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info,
 	default:
 		err = -EOPNOTSUPP;
 	}
-	spin_unlock_bh(&priv->steer_lock);
+	mutex_unlock(&priv->steer_mutex);
 	return err;
 }
 
 static int zcnic_check_rule(struct zcnic_priv *priv,
+			    const struct zcnic_steer *st,
 			    const struct ethtool_rxnfc *info)
 {
 	const struct ethtool_rx_flow_spec *fs = &info->fs;
@@ -1624,7 +1710,7 @@ static int zcnic_check_rule(struct zcnic_priv *priv,
 	if (fs->flow_type & FLOW_RSS) {
 		if (info->rss_context &&
 		    (info->rss_context >= ZCNIC_MAX_RSS_CTX ||
-		     !priv->ctx_used[info->rss_context]))
+		     !st->ctx_used[info->rss_context]))
 			return -EINVAL;
 		return 0;
 	}
@@ -1637,22 +1723,28 @@ static int zcnic_set_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
 	u32 loc = info->fs.location, i;
+	struct zcnic_steer *st;
 	int err = 0;
 
-	spin_lock_bh(&priv->steer_lock);
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	if (!st) {
+		mutex_unlock(&priv->steer_mutex);
+		return -ENOMEM;
+	}
 	switch (info->cmd) {
 	case ETHTOOL_SRXCLSRLINS:
-		err = zcnic_check_rule(priv, info);
+		err = zcnic_check_rule(priv, st, info);
 		if (err)
 			break;
 		if (loc == RX_CLS_LOC_ANY || loc == RX_CLS_LOC_FIRST) {
 			for (i = 0; i < ZCNIC_MAX_RULES; i++)
-				if (!priv->rules[i].used)
+				if (!st->rules[i].used)
 					break;
 			loc = i;
 		} else if (loc == RX_CLS_LOC_LAST) {
 			for (i = ZCNIC_MAX_RULES; i > 0; i--)
-				if (!priv->rules[i - 1].used)
+				if (!st->rules[i - 1].used)
 					break;
 			loc = i ? i - 1 : ZCNIC_MAX_RULES;
 		}
@@ -1660,26 +1752,30 @@ static int zcnic_set_rxnfc(struct net_device *dev, struct ethtool_rxnfc *info)
 			err = -ENOSPC;
 			break;
 		}
-		if (!priv->rules[loc].used)
-			priv->n_rules++;
+		if (!st->rules[loc].used)
+			st->n_rules++;
 		info->fs.location = loc;
-		priv->rules[loc].fs = info->fs;
-		priv->rules[loc].rss_ctx = (info->fs.flow_type & FLOW_RSS) ?
-					   info->rss_context : 0;
-		priv->rules[loc].used = true;
+		st->rules[loc].fs = info->fs;
+		st->rules[loc].rss_ctx = (info->fs.flow_type & FLOW_RSS) ?
+					 info->rss_context : 0;
+		st->rules[loc].used = true;
 		break;
 	case ETHTOOL_SRXCLSRLDEL:
-		if (loc >= ZCNIC_MAX_RULES || !priv->rules[loc].used) {
+		if (loc >= ZCNIC_MAX_RULES || !st->rules[loc].used) {
 			err = -ENOENT;
 			break;
 		}
-		priv->rules[loc].used = false;
-		priv->n_rules--;
+		st->rules[loc].used = false;
+		st->n_rules--;
 		break;
 	default:
 		err = -EOPNOTSUPP;
 	}
-	spin_unlock_bh(&priv->steer_lock);
+	if (err)
+		kvfree(st);
+	else
+		zcnic_steer_commit(priv, st);
+	mutex_unlock(&priv->steer_mutex);
 	return err;
 }
 
@@ -1743,6 +1839,8 @@ static void zcnic_release(struct zcnic_priv *priv)
 	if (priv->id >= 0)
 		ida_free(&zcnic_ida, priv->id);
 	priv->id = -1;
+	/* unregistered, or never registered: no reader is left */
+	kvfree(rcu_replace_pointer(priv->steer, NULL, true));
 }
 
 static void zcnic_destructor(struct net_device *dev)
@@ -1805,6 +1903,7 @@ static int zcnic_newlink(struct net_device *dev,
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
 	struct nlattr **tb = params->tb;
+	struct zcnic_steer *st;
 	struct net_device *lower;
 	char name[32];
 	int err;
@@ -1832,15 +1931,20 @@ static int zcnic_newlink(struct net_device *dev,
 	priv->lower = lower;
 	priv->num_queues = ZCNIC_DEF_QUEUES;
 	priv->ring_size = ZCNIC_DEF_RING;
-	spin_lock_init(&priv->steer_lock);
-	netdev_rss_key_fill(priv->rss_key, sizeof(priv->rss_key));
+	mutex_init(&priv->steer_mutex);
+	st = kvzalloc_obj(*st);
+	if (!st)
+		return -ENOMEM;
+	netdev_rss_key_fill(st->rss_key, sizeof(st->rss_key));
 	for (i = 0; i < ZCNIC_INDIR_SIZE; i++)
-		priv->indir[i] = ethtool_rxfh_indir_default(i,
-							    priv->num_queues);
+		st->indir[i] = ethtool_rxfh_indir_default(i, priv->num_queues);
+	RCU_INIT_POINTER(priv->steer, st);
 
 	priv->id = ida_alloc(&zcnic_ida, GFP_KERNEL);
-	if (priv->id < 0)
-		return priv->id;
+	if (priv->id < 0) {
+		err = priv->id;
+		goto err_release;
+	}
 	snprintf(name, sizeof(name), "zcnic-dma%d", priv->id);
 	priv->fdev = faux_device_create(name, NULL, NULL);
 	if (!priv->fdev) {

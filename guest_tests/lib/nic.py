@@ -251,6 +251,16 @@ class NicEnv:
     def stats(self) -> dict:
         return ethtool_stats(IFNAME)
 
+    def wait_stats(self, done, timeout=10.0) -> dict:
+        """`ethtool -S` once done(stats) holds (NAPI posts a new queue's buffers after
+        the change that created it), or the last read after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.stats()
+            if done(st) or time.monotonic() > deadline:
+                return st
+            time.sleep(0.05)
+
     def indir_table(self) -> list:
         """`ethtool -x zc0`: the indirection table as a list."""
         out = []

@@ -1,0 +1,99 @@
+"""Buffer lifetime on a zcnic queue bound to a zcrx: a buffer the user holds (its CQE not
+yet returned through the refill ring) must keep the bytes it delivered whatever happens
+to the queue; a buffer returned twice must not be handed out twice; buffers never
+returned are released when the ring closes.
+Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
+"""
+
+import pytest
+
+from guest_tests.lib.defer import defer
+from guest_tests.lib.flow import Stream, pump
+from guest_tests.lib.nic import port_for
+from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.zcrx.util import give_back, pinned_pages, wait_pins
+
+pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
+
+KiB, MiB = 1 << 10, 1 << 20
+
+
+def flow_to_queue(nic, rx, size, refill=True, queue=1):
+    """One TCP flow of `size` bytes, steered to `queue` by an ntuple rule and received with a
+    multishot RECV_ZC; refill=False keeps every buffer (Stream.held). (Stream, sent bytes)."""
+    port = port_for(size & 0xFFFF)
+    lst = listener("ipv4", port)
+    defer(lst.close)
+    peer = Peer("ipv4", port, size, seed=port)
+    defer(peer.kill)
+    nic.ntuple("ipv4", port, action=queue)
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    st = Stream()
+    pump(rx, conn.fileno(), st, rx.ring.submit_recv_zc(conn.fileno(), rx.z.id), refill=refill)
+    conn.close()
+    return st, peer.data
+
+
+def assert_zero_copy(st, sent, rx):
+    assert st.final == 0 and bytes(st.data) == sent, f"{len(st.data)} of {len(sent)} bytes, final {st.final}"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+
+
+# what happens to the bound queue while the user holds buffers
+EVENTS = {
+    "more_traffic": lambda nic: (0, ""),
+    "ring_resize": lambda nic: nic.rings(rx=128),  # every queue restarted, the provider kept
+    "channels_grow": lambda nic: nic.channels(6),
+    "link_down_up": lambda nic: (nic.setlink(up=False), nic.setlink(up=True))[-1],
+}
+
+
+@pytest.mark.parametrize("event", list(EVENTS))
+def test_held_buffers_keep_their_bytes(nic, event):
+    """The user holds every buffer of a 256 KiB flow; after `event` and a 1 MiB flow through
+    the same queue, each held buffer still holds what its CQE delivered (a buffer recycled
+    while held shows changed bytes). Returned, the buffers carry a third flow zero copy."""
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    first, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False)
+    assert_zero_copy(first, sent, rx)
+    held = [(c.zc_off, rx.z.read(c.zc_off, c.res)) for c in first.held]
+    assert b"".join(data for _, data in held) == sent
+    err, extack = EVENTS[event](nic)
+    assert err == 0, extack
+    second, sent = flow_to_queue(nic, rx, MiB)
+    assert_zero_copy(second, sent, rx)
+    changed = [off for off, data in held if rx.z.read(off, len(data)) != data]
+    assert changed == [], f"{len(changed)} of {len(held)} held buffers were overwritten"
+    give_back(rx.z, first.held)
+    third, sent = flow_to_queue(nic, rx, MiB)
+    assert_zero_copy(third, sent, rx)
+
+
+def test_double_return_is_ignored(nic):
+    """Every buffer of a flow is returned twice through the refill ring. The second return
+    of each finds no user reference and must be dropped: a buffer handed to the NIC twice
+    would take two frames, and the next flow would arrive corrupted."""
+    rx = nic.rx(1, area_pages=512, rq_entries=1024)
+    first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
+    assert_zero_copy(first, sent, rx)
+    give_back(rx.z, first.held)
+    give_back(rx.z, first.held)
+    for _ in range(2):  # more than the area holds: every buffer is reused
+        again, sent = flow_to_queue(nic, rx, 2 * MiB)
+        assert_zero_copy(again, sent, rx)
+
+
+def test_never_returned_buffers_released_at_close(nic):
+    """The ring closes while the user still holds every buffer of a flow: the area is
+    unpinned, the queue unbound and its io_uring page pool gone."""
+    pins = pinned_pages()
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
+    assert_zero_copy(first, sent, rx)
+    assert first.held and pinned_pages() - pins >= 1024
+    rx.close()
+    assert nic.wait_unbound() == []
+    assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
+    assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"

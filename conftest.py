@@ -1,3 +1,3 @@
-"""pytest glue: the zcrx-lab plugin lives in host/plugin.py."""
+"""pytest glue: the zcrx-lab plugin lives in host/report/plugin.py."""
 
-pytest_plugins = ["host.plugin"]
+pytest_plugins = ["host.report.plugin"]

@@ -15,7 +15,7 @@ its default configuration. Guest side: guest_tests/scenarios/zcnic.py.
 
 import pytest
 
-from host.guest import GuestEnv
+from host.vm.guest import GuestEnv
 
 SCN = "scenarios.zcnic:"
 TEARDOWN = "ip link del zc0 2>/dev/null; ip link del veth0 2>/dev/null; ip netns del remote 2>/dev/null; true"

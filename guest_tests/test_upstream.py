@@ -1,7 +1,7 @@
 """Upstream's own zcrx selftest, unmodified, against zcnic (issue 3).
 
 `tools/testing/selftests/drivers/net/hw/iou-zcrx.py` and its C helper come from
-the kernel under test (host/upstream.py: Debian's linux-source package for
+the kernel under test (host/kernels/upstream.py: Debian's linux-source package for
 `default`, the tree itself for a kernel tree) and run in the guest with
 NetDrvEpEnv's netns remote: zc0 stacked on one end of a veth pair, the peer end
 in a network namespace (guest_tests/upstream/topology.sh).
@@ -42,7 +42,7 @@ KTAP_RESULT = re.compile(r"^(not )?ok (\d+) (\S+)(?:\s+#\s*(\S+)\s*(.*))?$")
 @pytest.fixture(scope="session")
 def upstream_selftest(lab) -> str:
     """Guest path of the staged selftest tree (kernel tree layout)."""
-    from host import upstream
+    from host.kernels import upstream
 
     lab.resolve()
     if lab.kernel.tree is None and lab.kernel.spec != "default":

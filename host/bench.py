@@ -13,10 +13,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from host import zcnic
-from host.guest import Guest
-from host.kernel import provision
-from host.vm import VM
+from host.kernels import zcnic
+from host.kernels.kernel import provision
+from host.vm.guest import Guest
+from host.vm.qemu import VM
 
 
 def main(args: list[str]) -> int:

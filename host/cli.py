@@ -6,8 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from host import image, kernel
 from host.errors import LabError
+from host.guestimage import image
+from host.kernels import kernel
 from host.setup import REPO
 
 
@@ -44,7 +45,7 @@ def cmd_check_kernel(args) -> int:
 def _booted(spec: str):
     """A VM of SPEC for the duration; its console log lives in a temp dir
     that goes with it (pytest runs keep theirs in the results directory)."""
-    from host.vm import VM
+    from host.vm.qemu import VM
 
     k, img = kernel.provision(spec)
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-boot-") as tmp:
@@ -102,7 +103,7 @@ def cmd_shell(args) -> int:
 def cmd_build_kernel(args) -> int:
     import argparse
 
-    from host import build
+    from host.kernels import build
 
     parser = argparse.ArgumentParser(prog="python3 -m host build-kernel")
     parser.add_argument("source", help="a kernel source tree, or 'debug' (Debian's linux-source)")
@@ -128,19 +129,19 @@ def cmd_bench(args) -> int:
 
 
 def cmd_series(args) -> int:
-    from host import series
+    from host.ci import series
 
     return series.main(args)
 
 
 def cmd_bisect(args) -> int:
-    from host import bisection
+    from host.ci import bisection
 
     return bisection.main(args)
 
 
 def cmd_bisect_step(args) -> int:
-    from host import bisection
+    from host.ci import bisection
 
     return bisection.step_main(args)
 

@@ -68,7 +68,7 @@ def test_coverage_needs_a_gcov_kernel(tmp_path):
 
 
 def test_kernel_without_zcrx(tmp_path):
-    from host.image import guest_image
+    from host.guestimage.image import guest_image
 
     img = guest_image()
     release = img.kernel_version

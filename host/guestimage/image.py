@@ -1,0 +1,295 @@
+"""Guest image: a Debian trixie root filesystem with the default kernel.
+
+The image is a directory (booted over 9p, read-only, with a tmpfs overlay in
+the guest), built once with debootstrap and cached under the user's cache
+directory, keyed by everything that decides its content: the suites, the
+package list, the kernel version trixie-backports offers and this builder.
+"""
+
+import fcntl
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from host.cache import cache_root, input_key
+from host.errors import LabError, first_error
+from host.guestimage.apt import PrivateApt, host_mirror
+
+SUITE = "trixie"
+BACKPORTS = "trixie-backports"
+# What the guest needs to run the suite and to build zcnic with the kernel's
+# own compiler (gcc-14 on trixie).
+PACKAGES = [
+    "gcc-14",
+    "make",
+    "libc6-dev",
+    "kmod",
+    "iproute2",
+    "ethtool",
+    "python3",
+    "openssh-server",
+    "busybox",
+    "procps",
+    "iputils-ping",
+    "ca-certificates",
+    "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
+    "python3-pytest",  # in_guest tests: skips, xfails and rewritten assertions in the guest
+]
+# From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
+# image pre-depends on and must come from the same suite.
+KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
+# From sid, pinned low so nothing else moves: trixie's liburing (2.9) predates
+# the zcrx helpers upstream's iou-zcrx.c uses, and trixie's ethtool (6.14)
+# cannot set hds-thresh.
+SID_PACKAGES = ["liburing-dev", "liburing2", "ethtool"]
+BUILDER_VERSION = 2
+
+
+@dataclass
+class GuestImage:
+    root: Path  # the root filesystem
+    ssh_key: Path  # private key paramiko logs in with
+    kernel_version: str  # uname -r of the default kernel
+    package_version: str  # Debian version of linux-image-amd64
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.kernel_version}"
+
+    @property
+    def kernel_config(self) -> Path:
+        return self.root / "boot" / f"config-{self.kernel_version}"
+
+    @property
+    def modules(self) -> Path:
+        return self.root / "lib" / "modules" / self.kernel_version
+
+
+def _log(msg: str) -> None:
+    print(f"[image] {msg}", file=sys.stderr, flush=True)
+
+
+def _load(path: Path) -> GuestImage | None:
+    meta = path / "image.json"
+    if not meta.exists():
+        return None
+    data = json.loads(meta.read_text())
+    return GuestImage(
+        root=path / "rootfs",
+        ssh_key=path / "id_ed25519",
+        kernel_version=data["kernel_version"],
+        package_version=data["package_version"],
+    )
+
+
+def images_dir() -> Path:
+    path = cache_root() / "images"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def guest_image(offline_ok: bool = True) -> GuestImage:
+    """The cached image for today's inputs, built if missing."""
+    apt = PrivateApt(cache_root() / "apt", host_mirror(), [SUITE, BACKPORTS])
+    try:
+        apt.update()
+    except LabError:
+        # No archive: any image built before is better than no run at all.
+        cached = sorted(images_dir().glob("*/image.json"), key=os.path.getmtime)
+        if offline_ok and cached:
+            _log("archive unreachable; using the newest cached image")
+            return _load(cached[-1].parent)
+        raise
+    version = apt.candidate("linux-image-amd64", BACKPORTS)
+    if not version:
+        raise LabError(f"{BACKPORTS} offers no linux-image-amd64 on {apt.mirror}")
+    key = input_key(
+        {
+            "suite": SUITE,
+            "packages": PACKAGES,
+            "kernel_packages": KERNEL_PACKAGES,
+            "sid_packages": SID_PACKAGES,
+            "kernel": version,
+            "builder": BUILDER_VERSION,
+        }
+    )
+    path = images_dir() / key
+    # Several runs (or CI and a developer) may want the same image at once:
+    # one builds, the others wait for it.
+    with open(images_dir() / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image = _load(path)
+        if image:
+            return image
+        return build(path, apt.mirror, version)
+
+
+def _run(cmd: list[str], log, **kw) -> None:
+    """Run CMD, stream its output into LOG and a one-line progress display."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    last = ""
+    for line in proc.stdout:
+        log.write(line)
+        if line.startswith(("I: Retrieving", "I: Extracting", "Setting up", "Unpacking")):
+            last = line.strip()[:100]
+            if sys.stderr.isatty():
+                print(f"\r[image] {last:<100}", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty() and last:
+        print(file=sys.stderr)
+    if proc.wait() != 0:
+        raise LabError(f"guest image build failed: {' '.join(cmd[:3])} ... (see {log.name})")
+
+
+def _chroot(rootfs: Path, script: str, log) -> None:
+    """Run a shell script in the image with /dev, /proc, /sys mounted.
+
+    The mounts live in a private mount namespace, so they vanish with the
+    process whatever happens to it.
+    """
+    wrapped = (
+        f"mount --bind /dev {rootfs}/dev && mount -t proc proc {rootfs}/proc && "
+        f"mount -t sysfs sys {rootfs}/sys && exec chroot {rootfs} /bin/sh -ec " + shlex.quote(script)
+    )
+    env = dict(
+        os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin"
+    )
+    _run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", wrapped], log, env=env)
+
+
+def _remove_stale(tmp: Path) -> None:
+    """Remove an interrupted build, unmounting whatever an older lab left mounted in it."""
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(str(tmp) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
+    if os.geteuid() != 0:
+        raise LabError("building the guest image needs root (debootstrap); run once as root")
+    for tool in ("debootstrap", "unshare", "ssh-keygen"):
+        if not shutil.which(tool):
+            raise LabError(f"{tool} is not installed (apt-get install debootstrap openssh-client)")
+    start = time.monotonic()
+    tmp = path.with_name(path.name + ".tmp")
+    _remove_stale(tmp)
+    tmp.mkdir(parents=True)
+    rootfs = tmp / "rootfs"
+    _log(
+        f"building {path.name}: debootstrap {SUITE} + {BACKPORTS} kernel "
+        f"{kernel_package_version} from {mirror}"
+    )
+    with open(tmp / "build.log", "w") as log:
+        # In a private mount namespace: the /proc and /sys debootstrap mounts
+        # in the target vanish with it, however it ends.
+        _run(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
+            log,
+        )
+        (rootfs / "etc/apt/sources.list").write_text(
+            f"deb {mirror} {SUITE} main\ndeb {mirror} {BACKPORTS} main\n"
+        )
+        (rootfs / "etc/apt/sources.list.d/sid.list").write_text(
+            # Mirror snapshots keep serving sid after its short Valid-Until.
+            f"deb [check-valid-until=no] {mirror} sid main\n"
+        )
+        (rootfs / "etc/apt/preferences.d/sid").write_text(
+            "Package: *\nPin: release n=sid\nPin-Priority: 100\n"
+        )
+        policy = rootfs / "usr/sbin/policy-rc.d"
+        policy.write_text("#!/bin/sh\n# no daemon starts inside the image build\nexit 101\n")
+        policy.chmod(0o755)
+        _log("installing the kernel, headers and sshd configuration")
+        _chroot(
+            rootfs,
+            "apt-get -q update\n"
+            f"apt-get -q -y install --no-install-recommends -t {BACKPORTS} "
+            + " ".join(KERNEL_PACKAGES)
+            + "\napt-get -q -y install --no-install-recommends "
+            + " ".join(f"{p}/sid" for p in SID_PACKAGES)
+            + "\nrm /etc/apt/sources.list.d/sid.list /etc/apt/preferences.d/sid"
+            + "\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
+            "rm -f /boot/initrd.img-*\n",
+            log,
+        )
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "zcrx-lab", "-f", str(tmp / "id_ed25519")],
+        check=True,
+    )
+    ssh = rootfs / "root/.ssh"
+    ssh.mkdir(mode=0o700, exist_ok=True)
+    shutil.copy(tmp / "id_ed25519.pub", ssh / "authorized_keys")
+    (rootfs / "etc/ssh/sshd_config.d/zcrx-lab.conf").write_text(
+        "PermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\n"
+    )
+    (rootfs / "etc/hostname").write_text("zcrx-guest\n")
+    versions = sorted(p.name[len("vmlinuz-") :] for p in (rootfs / "boot").glob("vmlinuz-*"))
+    if not versions:
+        raise LabError(f"guest image build installed no kernel (see {tmp / 'build.log'})")
+    meta = {
+        "kernel_version": versions[-1],
+        "package_version": kernel_package_version,
+        "mirror": mirror,
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (tmp / "image.json").write_text(json.dumps(meta, indent=1) + "\n")
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+    _log(f"built in {time.monotonic() - start:.0f} s: kernel {versions[-1]}")
+    return _load(path)
+
+
+def build_in_image(
+    image: GuestImage, files: dict[str, bytes], command: str, product: str, what: str, log: Path
+) -> bytes:
+    """Build with the image's own toolchain; return the bytes of PRODUCT.
+
+    FILES (path -> content, relative to /) are laid into a throwaway overlay
+    over the read-only image, COMMAND runs chrooted there with /proc mounted
+    (objtool needs it), in a private mount namespace so nothing stays mounted
+    whatever happens. A failure names WHAT and the first compiler error; the
+    whole output is kept in LOG.
+    """
+    with tempfile.TemporaryDirectory(prefix="zcrx-lab-build-") as tmp:
+        upper, work, merged = (Path(tmp) / d for d in ("upper", "work", "merged"))
+        for d in (upper, work, merged):
+            d.mkdir()
+        for name, data in files.items():
+            (upper / name).parent.mkdir(parents=True, exist_ok=True)
+            (upper / name).write_bytes(data)
+        script = (
+            f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
+            f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {shlex.quote(command)}"
+        )
+        env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"{command}\n{proc.stdout}{proc.stderr}")
+        built = upper / product
+        if proc.returncode != 0 or not built.exists():
+            error = first_error(proc.stdout + proc.stderr)
+            raise LabError(f"{what} does not build: {error or 'see ' + str(log)}")
+        return built.read_bytes()

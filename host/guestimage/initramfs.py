@@ -1,0 +1,122 @@
+"""The initramfs: static busybox, the transport modules, qemu/init.
+
+Built per kernel and cached by its inputs (kernel release, module files,
+init scripts, busybox), so a boot never waits for it twice.
+"""
+
+import gzip
+import hashlib
+import lzma
+import os
+from pathlib import Path
+
+from host.cache import cache_root
+from host.errors import LabError
+from host.kernels.kernel import Kernel
+
+QEMU_DIR = Path(__file__).resolve().parents[2] / "qemu"
+# Config option -> module name, for the options stage 1 needs before the root
+# filesystem is there. Only the ones a kernel builds as modules are packed.
+EARLY_MODULES = {
+    "VIRTIO_PCI": "virtio_pci",
+    "NET_9P": "9pnet",
+    "NET_9P_VIRTIO": "9pnet_virtio",
+    "9P_FS": "9p",
+    "OVERLAY_FS": "overlay",
+    "VIRTIO_NET": "virtio_net",  # the control NIC, before sshd
+}
+
+
+def find_busybox() -> Path:
+    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
+        path = Path(candidate)
+        if path.exists() and b"ld-linux" not in path.read_bytes()[:4096]:
+            return path
+    raise LabError("a static busybox is needed for the initramfs (apt-get install busybox-static)")
+
+
+def _module_order(kernel: Kernel) -> list[Path]:
+    """Module files to load, dependencies first."""
+    wanted = [m for opt, m in EARLY_MODULES.items() if kernel.config.get(opt) == "m"]
+    if not wanted:
+        return []
+    deps = {}
+    for line in (kernel.modules / "modules.dep").read_text().splitlines():
+        target, _, rest = line.partition(":")
+        deps[target] = rest.split()
+    by_name = {}
+    for target in deps:
+        name = os.path.basename(target).split(".ko")[0].replace("-", "_")
+        by_name[name] = target
+    order: list[str] = []
+
+    def visit(target: str) -> None:
+        for dep in reversed(deps.get(target, [])):
+            visit(dep)
+        if target not in order:
+            order.append(target)
+
+    for name in wanted:
+        if name not in by_name:
+            raise LabError(f"kernel {kernel.describe()}: module {name} not in {kernel.modules}")
+        visit(by_name[name])
+    return [kernel.modules / t for t in order]
+
+
+def _read_module(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".gz":
+        return gzip.decompress(data)
+    if path.suffix == ".zst":
+        import subprocess
+
+        return subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
+    return data
+
+
+def _cpio_entry(name: str, data: bytes, mode: int, ino: int, rdev=(0, 0)) -> bytes:
+    namez = name.encode() + b"\0"
+    header = "070701" + "".join(
+        f"{v:08x}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(namez), 0)
+    )
+    out = header.encode() + namez
+    out += b"\0" * (-len(out) % 4)
+    out += data + b"\0" * (-len(data) % 4)
+    return out
+
+
+def initramfs(kernel: Kernel) -> Path:
+    modules = _module_order(kernel)
+    busybox = find_busybox()
+    files = {
+        "init": ((QEMU_DIR / "init").read_bytes(), 0o100755),
+        "bin/busybox": (busybox.read_bytes(), 0o100755),
+        "modules.order": ("".join(p.name.split(".ko")[0] + ".ko\n" for p in modules).encode(), 0o100644),
+    }
+    for path in modules:
+        files["modules/" + path.name.split(".ko")[0] + ".ko"] = (_read_module(path), 0o100644)
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + hashlib.sha256(files[name][0]).digest())
+    out = cache_root() / "initramfs" / f"{kernel.release}-{digest.hexdigest()[:12]}.cpio.gz"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    blob = b""
+    ino = 1
+    for directory in ("bin", "modules", "dev", "proc", "sys"):
+        blob += _cpio_entry(directory, b"", 0o040755, ino)
+        ino += 1
+    # The kernel opens /dev/console for init before anything is mounted.
+    blob += _cpio_entry("dev/console", b"", 0o020600, ino, rdev=(5, 1))
+    ino += 1
+    for name, (data, mode) in sorted(files.items()):
+        blob += _cpio_entry(name, data, mode, ino)
+        ino += 1
+    blob += _cpio_entry("TRAILER!!!", b"", 0, 0)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(gzip.compress(blob, compresslevel=1))
+    tmp.rename(out)
+    return out

@@ -1,0 +1,230 @@
+"""Upstream's own zcrx selftest, unmodified: drivers/net/hw/iou-zcrx.{py,c}.
+
+The test and the Python libraries it imports come from the kernel under test:
+- `default`: Debian's `linux-source-X.Y` package of the very version the guest
+  image boots (trixie-backports, through the lab's private apt configuration).
+  Only the subtrees the test needs are taken out of it, once per version, into
+  cache_root()/selftests/<version>/tree.
+- a kernel tree (`kernel.tree`): the tree itself.
+
+The C helper (iou-zcrx.c) is built the way upstream's Makefile builds it
+(`$(CC) -D_GNU_SOURCE= -I<selftests> iou-zcrx.c -luring`: lib.mk's CFLAGS, no
+kernel headers), inside the guest image (its gcc-14, glibc and liburing: the
+binary runs there), in a private mount namespace with a throwaway overlay over
+the read-only image, and cached by its source and the image.
+
+`stage()` lays the result out in a directory the guest sees (the results
+directory), keeping the kernel tree's layout, which the test's libraries rely
+on (in-tree mode: KSRC/tools/net/ynl, KSRC/Documentation/netlink/specs).
+"""
+
+import fcntl
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from host.cache import cache_root
+from host.errors import LabError
+from host.guestimage.apt import PrivateApt, host_mirror
+from host.guestimage.image import build_in_image
+
+HW = "tools/testing/selftests/drivers/net/hw"
+TEST = f"{HW}/iou-zcrx.py"
+HELPER = f"{HW}/iou-zcrx.c"
+# What iou-zcrx.py imports, directly or through lib.py: the hw directory (its
+# lib/py shim), the driver and net selftest libraries, YNL and its specs.
+SUBTREES = [
+    HW,
+    "tools/testing/selftests/drivers/net/lib/py",
+    "tools/testing/selftests/net/lib/py",
+    "tools/net/ynl/pyynl",
+    "Documentation/netlink/specs",
+]
+SUITES = ["trixie", "trixie-backports"]
+
+
+def source_package(kernel, image) -> tuple[str, str]:
+    """(package, version) of the Debian source package of the default kernel."""
+    major_minor = ".".join(kernel.release.split(".")[:2])
+    return f"linux-source-{major_minor}", image.package_version
+
+
+def _locked(path: Path):
+    lock = open(path, "w")  # noqa: SIM115 - released by closing
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def source_tree(kernel, image) -> Path:
+    """The root of a kernel source tree holding the selftest (fetched if needed)."""
+    if kernel.tree:
+        root = Path(kernel.tree)
+        if (root / "source").is_dir():  # an O= build directory points at its source
+            root = (root / "source").resolve()
+        if not (root / TEST).exists():
+            raise LabError(f"kernel tree {root}: no {TEST} (upstream's zcrx selftest)")
+        return root
+    if kernel.spec != "default":
+        raise LabError(
+            f"kernel {kernel.describe()}: no source tree to take upstream's "
+            "selftest from (use 'default' or a kernel tree)"
+        )
+    package, version = source_package(kernel, image)
+    base = cache_root() / "selftests" / version
+    tree = base / "tree"
+    if (tree / TEST).exists():
+        return tree
+    base.mkdir(parents=True, exist_ok=True)
+    with _locked(base / "lock"):
+        if (tree / TEST).exists():  # another run fetched it meanwhile
+            return tree
+        _fetch(package, version, tree)
+    return tree
+
+
+def full_source_tree(image) -> Path:
+    """The whole Debian linux-source tree of the default kernel (for kernel builds)."""
+    major_minor = ".".join(image.kernel_version.split(".")[:2])
+    package, version = f"linux-source-{major_minor}", image.package_version
+    base = cache_root() / "sources" / version
+    tree = base / "tree"
+    if (tree / "Makefile").exists():
+        return tree
+    base.mkdir(parents=True, exist_ok=True)
+    with _locked(base / "lock"):
+        if not (tree / "Makefile").exists():
+            _fetch(package, version, tree, subtrees=None)
+    return tree
+
+
+def _fetch(package: str, version: str, tree: Path, subtrees=tuple(SUBTREES)) -> None:
+    apt = PrivateApt(cache_root() / "apt", host_mirror(), SUITES)
+    with tempfile.TemporaryDirectory(prefix="zcrx-lab-src-", dir=tree.parent) as tmp:
+        tmp = Path(tmp)
+        deb = _download(apt, package, version, tmp)
+        staging = tmp / "tree"
+        staging.mkdir()
+        # linux-source-X.Y ships usr/src/linux-source-X.Y.tar.xz; stream it out
+        # of the .deb and keep only the subtrees the test needs.
+        inner = f"./usr/src/{package}.tar.xz"
+        top = package
+        script = (
+            'dpkg-deb --fsys-tarfile "$1" | tar -xOf - "$2" | '
+            'tar -xJf - -C "$3" --strip-components=1 ' + " ".join(f"{top}/{sub}" for sub in subtrees or ())
+        )
+        proc = subprocess.run(
+            ["bash", "-ec", "set -o pipefail; " + script, "bash", str(deb), inner, str(staging)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0 or not (staging / (TEST if subtrees else "Makefile")).exists():
+            raise LabError(
+                f"cannot extract upstream's selftest from {deb.name}: "
+                f"{proc.stderr.strip()[-300:] or 'no ' + TEST}"
+            )
+        (staging / "VERSION").write_text(f"{package} {version}\n")
+        if tree.exists():
+            shutil.rmtree(tree)
+        staging.rename(tree)
+
+
+def _download(apt: PrivateApt, package: str, version: str, where: Path) -> Path:
+    """apt-get download PACKAGE=VERSION into WHERE; update the lists once if needed."""
+    for attempt in range(2):
+        proc = subprocess.run(
+            ["apt-get", *apt.options(), "-q", "download", f"{package}={version}"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        debs = sorted(where.glob(f"{package}_*.deb"))
+        if proc.returncode == 0 and debs:
+            return debs[0]
+        if attempt == 0:
+            apt.update()
+    detail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    raise LabError(f"cannot download {package}={version} from {apt.mirror}: {detail}")
+
+
+def _helper_key(source: bytes, image) -> str:
+    digest = hashlib.sha256(source)
+    digest.update(str(image.root.parent).encode())
+    meta = image.root.parent / "image.json"
+    if meta.exists():
+        digest.update(meta.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def helper(kernel, image) -> Path:
+    """iou-zcrx built from KERNEL's source inside IMAGE (cached)."""
+    tree = source_tree(kernel, image)
+    source = (tree / HELPER).read_bytes()
+    out = cache_root() / "selftests" / "bin" / _helper_key(source, image) / "iou-zcrx"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not (image.root / "usr/include/liburing.h").exists():
+        raise LabError(
+            f"guest image {image.root.parent.name} has no liburing-dev: "
+            "rebuild it (host/guestimage/image.py SID_PACKAGES)"
+        )
+    # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
+    # the image has gcc-14 without the `gcc` alternative.
+    binary = build_in_image(
+        image,
+        {f"src/{HELPER}": source},
+        f"cd /src/{HW} && gcc-14 -D_GNU_SOURCE= -I/src/tools/testing/selftests "
+        "iou-zcrx.c -o iou-zcrx -luring",
+        f"src/{HW}/iou-zcrx",
+        "upstream's iou-zcrx.c (in the guest image)",
+        out.parent / "build.log",
+    )
+    tmp_out = out.with_name("iou-zcrx.tmp")
+    tmp_out.write_bytes(binary)
+    tmp_out.chmod(0o755)
+    tmp_out.rename(out)
+    return out
+
+
+YNL = ["tools/net/ynl/pyynl", "Documentation/netlink/specs"]
+
+
+def stage_ynl(kernel, image, dest: Path) -> Path:
+    """Copy the kernel's YNL library and netlink specs under DEST (mirroring the tree:
+    DEST/tools/net/ynl/pyynl, DEST/Documentation/netlink/specs); return DEST."""
+    tree = source_tree(kernel, image)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for sub in YNL:
+        if not (tree / sub).is_dir():
+            raise LabError(f"kernel tree {tree}: no {sub} (the kernel's YNL)")
+        shutil.copytree(tree / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def stage(kernel, image, dest: Path) -> Path:
+    """Copy the selftest subtrees and the built helper under DEST; return DEST.
+
+    DEST mirrors the kernel tree: DEST/tools/testing/selftests/drivers/net/hw/
+    holds iou-zcrx.py and the iou-zcrx binary.
+    """
+    tree = source_tree(kernel, image)
+    binary = helper(kernel, image)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for sub in SUBTREES:
+        if (tree / sub).exists():
+            shutil.copytree(
+                tree / sub,
+                dest / sub,
+                symlinks=True,
+                ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.pyc"),
+            )
+    shutil.copy(binary, dest / HW / "iou-zcrx")
+    (dest / HW / "iou-zcrx").chmod(0o755)
+    version = tree / "VERSION"
+    (dest / "VERSION").write_text(version.read_text() if version.exists() else f"tree {tree}\n")
+    return dest

@@ -1,0 +1,176 @@
+"""VM lifecycle: boot a kernel on the guest image, run commands, tear down.
+
+One VM per test session, reused; restarted only after a crash. Every QEMU
+started here dies with its parent (PR_SET_PDEATHSIG), is killed on normal exit
+and on SIGTERM/SIGHUP, and its tap (created by QEMU itself, not persistent)
+vanishes with it, so no process or interface outlives a run.
+"""
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from host.errors import BootError, LabError
+from host.guestimage.initramfs import initramfs
+from host.vm.accel import pick_accel
+from host.vm.ssh import GuestTimeout, Result, Ssh
+from qemu.machine import ARCHES, MachineSpec
+
+REPO = Path(__file__).resolve().parents[2]
+# A KASAN+lockdep kernel under TCG on a loaded 2-core machine needs minutes.
+BOOT_TIMEOUT = {"kvm": 60, "tcg": 300}
+_live: set["VM"] = set()
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    os.setpgrp()  # Ctrl-C goes to us; we stop QEMU ourselves, in order
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cleanup_all(*_args) -> None:
+    for vm in list(_live):
+        vm.kill()
+
+
+def _on_signal(signum, _frame) -> None:
+    _cleanup_all()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+atexit.register(_cleanup_all)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) in (signal.SIG_DFL, None):
+        signal.signal(_sig, _on_signal)
+
+
+def can_create_tap() -> bool:
+    return os.geteuid() == 0 and os.access("/dev/net/tun", os.R_OK | os.W_OK)
+
+
+class VM:
+    def __init__(
+        self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64", cmdline: str = ""
+    ):
+        self.kernel, self.image, self.results_dir = kernel, image, results_dir
+        self.queues = queues
+        self.cmdline = cmdline.split()
+        self.machine = ARCHES[arch]()
+        self.accel, self.accel_reason = pick_accel(self.machine.binary, kernel.image)
+        self.proc: subprocess.Popen | None = None
+        self.ssh: Ssh | None = None
+        self.boots = 0
+        self.boot_seconds = 0.0
+        self.console_log: Path | None = None
+        self.tap: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        self.boots += 1
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        self.console_log = self.results_dir / f"console-boot{self.boots}.log"
+        self.console_log.write_text("")
+        self.tap = f"zcl{os.getpid()}b{self.boots}"[:15] if can_create_tap() else None
+        modules = self.kernel.modules
+        spec = MachineSpec(
+            kernel=self.kernel.image,
+            initrd=initramfs(self.kernel),
+            rootfs=self.image.root,
+            console_log=self.console_log,
+            ssh_port=_free_port(),
+            accel=self.accel,
+            lab_dir=REPO,
+            results_dir=self.results_dir,
+            modules_dir=modules if modules and not modules.is_relative_to(self.image.root) else None,
+            uapi_dir=self.kernel.uapi_headers,
+            tap=self.tap,
+            queues=self.queues,
+            cmdline_extra=self.cmdline,
+        )
+        cmd = [str(a) for a in self.machine.command(spec)]
+        (self.results_dir / f"qemu-boot{self.boots}.cmd").write_text(" ".join(cmd) + "\n")
+        start = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        _live.add(self)
+        self.ssh = Ssh(spec.ssh_port, self.image.ssh_key)
+        try:
+            self.ssh.connect(start + BOOT_TIMEOUT[self.accel], self.alive)
+        except LabError as exc:
+            qemu_said = self._qemu_output()
+            # QEMU failing before the kernel said a word (bad option, no
+            # memory) is the lab's failure; anything else is the kernel's.
+            qemu_failed = self.proc.poll() not in (None, 0) and not self.console_log.stat().st_size
+            self.kill()
+            raise (LabError if qemu_failed else BootError)(
+                f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
+                f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
+            ) from None
+        self.boot_seconds = time.monotonic() - start
+        if self.tap:
+            subprocess.run(["ip", "link", "set", self.tap, "up"], check=False)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Power off cleanly; kill if the guest does not go in time."""
+        if self.alive() and self.ssh:
+            try:
+                self.ssh.run("sync; busybox poweroff -f", timeout=5)
+            except GuestTimeout:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        if self.ssh:
+            self.ssh.close()
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            if self.proc.stdout:
+                self.proc.stdout.close()
+        _live.discard(self)
+
+    # -- guest I/O -------------------------------------------------------------
+    def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
+        return self.ssh.run(cmd, timeout=timeout, stdin=stdin)
+
+    def console_size(self) -> int:
+        return self.console_log.stat().st_size if self.console_log else 0
+
+    def console_since(self, offset: int) -> str:
+        with open(self.console_log, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+
+    def console_tail(self, lines: int = 25) -> str:
+        text = self.console_log.read_text(errors="replace") if self.console_log else ""
+        return "\n".join(text.splitlines()[-lines:]) or "(empty console)"
+
+    def _qemu_output(self) -> str:
+        if self.proc and self.proc.poll() is not None and self.proc.stdout:
+            return self.proc.stdout.read().decode(errors="replace").strip()[-2000:]
+        return ""

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from host.errors import BootError, LabError
-from host.guestimage.initramfs import initramfs
 from host.vm.accel import pick_accel
+from host.vm.initramfs import initramfs
 from host.vm.ssh import GuestTimeout, Result, Ssh
 from qemu.machine import ARCHES, MachineSpec
 

@@ -430,36 +430,49 @@ def _record_outcome(lab: Lab, report) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     """An `in_guest` test: pytest chose its parameters and fixtures here; its body runs
-    in the guest's agent, with the guest environments its fixtures stand for."""
+    in the guest's agent, with the guest environments its fixtures stand for and the
+    contract values (guest_tests/contract.py VALUES) its host fixtures returned."""
     if pyfuncitem.get_closest_marker("in_guest") is None:
         return None
-    from guest_tests.contract import TestRequest
+    guest = pyfuncitem._request.getfixturevalue("guest")
+    answer, output = guest.run_test(guest_request(pyfuncitem))
+    if output.strip():
+        pyfuncitem.add_report_section("call", "guest output", output)
+    if answer.outcome == "skipped":
+        pytest.skip(answer.message)
+    if answer.outcome == "xfailed":
+        pytest.xfail(answer.message)
+    if answer.outcome != "passed":
+        where = answer.traceback.strip().splitlines()
+        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
+        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
+    return True
+
+
+def guest_request(pyfuncitem):
+    """The TestRequest of an in_guest test: each argument is a guest environment (a
+    GuestEnv fixture), a contract value (a fixture returning one of contract.VALUES,
+    sent typed) or a parameter; anything else lives on the host and cannot cross."""
+    from guest_tests.contract import TestRequest, encode, is_value
     from host.guest import GuestEnv
 
-    guest = pyfuncitem._request.getfixturevalue("guest")
     params = pyfuncitem.callspec.params if hasattr(pyfuncitem, "callspec") else {}
     request = TestRequest(pyfuncitem.module.__name__, pyfuncitem.originalname)
     for name in pyfuncitem._fixtureinfo.argnames:
         value = pyfuncitem.funcargs[name]
         if isinstance(value, GuestEnv):
             request.envs[name] = value.settings
+        elif is_value(value):
+            request.values[name] = encode(value)
         elif name in params:
             request.args[name] = value
         else:
             raise pytest.UsageError(
-                f"{pyfuncitem.nodeid}: fixture {name!r} lives on the host; "
-                "an in_guest test takes guest environments and parameters only"
+                f"{pyfuncitem.nodeid}: fixture {name!r} lives on the host; an in_guest test "
+                "takes guest environments, contract values (guest_tests/contract.py) and "
+                "parameters only"
             )
-    answer, output = guest.run_test(request)
-    if output.strip():
-        pyfuncitem.add_report_section("call", "guest output", output)
-    if answer.outcome == "skipped":
-        pytest.skip(answer.message)
-    if answer.outcome != "passed":
-        where = answer.traceback.strip().splitlines()
-        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
-        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
-    return True
+    return request
 
 
 def pytest_terminal_summary(terminalreporter, config):

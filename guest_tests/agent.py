@@ -1,22 +1,22 @@
-"""Guest-side entry point: run guest test functions (and, for the tests not yet
-moved into the guest, scenario functions) for the host.
+"""Guest-side entry point, the only way guest code runs for the host: guest test
+functions, and the guest functions host code calls for a value (host.vm.guest
+Guest.call: the bench's rounds, the scenarios of the tests not yet moved in).
 
 `python3 -m guest_tests.agent --serve` stays up for the whole boot: the host
 sends one request per line on stdin,
 
     {"module": "guest_tests.test_nodev_setup", "function": "test_register_errno",
-     "args": {"case": "ok"}, "envs": {"nodev": {}}}
+     "args": {"case": "ok"}, "envs": {"nodev": {}}, "values": {}}
 
 and gets one answer per line on stdout, after the marker (see contract.py).
 The function runs here, in the guest, with the environment objects it names
 built by guest_tests/lib/env.py and the other arguments as the host's pytest
-parametrized them; its `defer`red undo steps run after it, pass or fail. The
-test's own output (and that of anything it spawns) goes to stderr, so it can
-never corrupt an answer. Assertions are rewritten by pytest's own machinery,
-so a failing `assert a == b` says what a and b were.
-
-`python3 -m guest_tests.agent MODULE:FUNCTION JSON_KWARGS` runs one scenario
-function once and prints its value (the older, one-shot protocol).
+parametrized them, and the contract values (contract.py VALUES) host fixtures
+gave it; its `defer`red undo steps run after it, pass or fail. What it returns
+comes back in the answer's `value` (JSON). The test's own output (and that of
+anything it spawns) goes to stderr, so it can never corrupt an answer.
+Assertions are rewritten by pytest's own machinery, so a failing
+`assert a == b` says what a and b were.
 """
 
 import ast
@@ -28,7 +28,7 @@ import os
 import sys
 import traceback
 
-from guest_tests.contract import MARKER, TestAnswer
+from guest_tests.contract import MARKER, TestAnswer, decode
 
 
 class _AssertRewriter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -75,24 +75,30 @@ def run_test(request: dict) -> TestAnswer:
         import pytest
 
         skip_exc = pytest.skip.Exception
+        xfail_exc = pytest.xfail.Exception
         fail_exc = pytest.fail.Exception
     except ImportError:
-        skip_exc = fail_exc = ()
+        skip_exc = xfail_exc = fail_exc = ()
     try:
         func = getattr(importlib.import_module(request["module"]), request["function"])
         kwargs = dict(request.get("args") or {})
+        for name, value in (request.get("values") or {}).items():
+            kwargs[name] = decode(value)
         for name, spec in (request.get("envs") or {}).items():
             kwargs[name] = envs.get(name, spec)
-        func(**kwargs)
-        answer = TestAnswer("passed")
+        value = func(**kwargs)
+        json.dumps(value)  # a value that cannot cross is this request's error, not the agent's
+        answer = TestAnswer("passed", value=value)
     except skip_exc as exc:
         answer = TestAnswer("skipped", str(exc.msg if hasattr(exc, "msg") else exc))
+    except xfail_exc as exc:  # before fail_exc: pytest's XFailed is a Failed
+        answer = TestAnswer("xfailed", str(exc.msg if hasattr(exc, "msg") else exc))
     except (AssertionError, fail_exc) as exc:
         answer = TestAnswer("failed", _message(exc), traceback.format_exc())
     except Exception as exc:
         answer = TestAnswer("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
     cleanup = run_deferred()
-    if cleanup and answer.outcome in ("passed", "skipped"):
+    if cleanup and answer.outcome in ("passed", "skipped", "xfailed"):
         answer = TestAnswer("error", f"cleanup failed: {cleanup}")
     return answer
 
@@ -119,18 +125,10 @@ def serve() -> int:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--serve"]:
-        return serve()
-    target, kwargs = sys.argv[1], json.loads(sys.argv[2] if len(sys.argv) > 2 else "{}")
-    module_name, func_name = target.split(":")
-    try:
-        func = getattr(importlib.import_module(f"guest_tests.{module_name}"), func_name)
-        result = {"ok": True, "value": func(**kwargs)}
-    except Exception as exc:  # reported to the host, which fails the test with it
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    sys.stdout.flush()
-    print(MARKER + json.dumps(result), flush=True)
-    return 0
+    if sys.argv[1:] != ["--serve"]:
+        print("usage: python3 -m guest_tests.agent --serve", file=sys.stderr)
+        return 2
+    return serve()
 
 
 if __name__ == "__main__":

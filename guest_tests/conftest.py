@@ -1,4 +1,5 @@
-"""Fixtures of the zcnic tests: the NIC environment, made idempotently in the guest.
+"""Fixtures of the zcnic and traffic tests: the NIC environments, made idempotently in the
+guest, and the host's TCP sender on the test NIC's tap.
 
     netns "remote": veth1 10.77.0.1/24 fd77::1/64  (sender)
          |
@@ -13,8 +14,12 @@ until no queue is still bound by a ring that is being torn down, and puts zc0 ba
 its default configuration. Guest side: guest_tests/scenarios/zcnic.py.
 """
 
+import random
+
 import pytest
 
+from guest_tests.contract import RESULTS, HostFlow, UpstreamTree
+from host.errors import LabError
 from host.vm.guest import GuestEnv
 
 SCN = "scenarios.zcnic:"
@@ -81,3 +86,53 @@ def nic_cached() -> Cache:
 def nodev(guest) -> GuestEnv:
     """The guest's NodevEnv (guest_tests/lib/env.py), for in_guest tests."""
     return GuestEnv("nodev")
+
+
+@pytest.fixture
+def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
+    """For in_guest tests: NicEnv with zc0 on the test NIC (lib/lowers.py Tap); the host
+    sends from the tap (host_flow)."""
+    if not lab.vm.tap:
+        pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
+    return GuestEnv("tapnic", {"module": zcnic_module, "ynl": ynl_path})
+
+
+@pytest.fixture
+def host_flow(request, lab, guest) -> HostFlow:
+    """One TCP flow of `request.param` bytes from the host into the guest over the tap, sent
+    from a background thread (host/traffic.py FlowSender) that SYNs until the guest test
+    listens; joined after the test, whose verdict includes the sender's failure."""
+    from host.traffic import FlowSender
+
+    if not lab.vm.tap:
+        pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
+    flow = HostFlow(port=random.randint(20000, 50000), size=request.param, seed=random.getrandbits(32))
+    # the guest test builds its environment before it listens: up to a guest timeout
+    sender = FlowSender(lab.vm.tap, flow, connect_timeout=lab.timeout())
+    yield flow
+    sender.stop.set()  # the guest test is over: stop SYNing if it never listened
+    sender.join(lab.timeout())
+    if sender.is_alive():
+        pytest.fail(f"the host's sender to port {flow.port} did not finish", pytrace=False)
+    if sender.error is not None:
+        pytest.fail(
+            f"the host's sender to port {flow.port} ({sender.segments} segments, "
+            f"{sender.retransmits} retransmits): {sender.error}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def upstream_tree(lab) -> UpstreamTree:
+    """The kernel under test's selftests (iou-zcrx.py, its built helper, the libraries it
+    imports) staged in the results directory (host/kernels/upstream.py stage)."""
+    from host.kernels import upstream
+
+    lab.resolve()
+    if lab.kernel.tree is None and lab.kernel.spec != "default":
+        pytest.skip("upstream's selftest comes from the kernel's source: --kernel=default or a tree")
+    try:
+        upstream.stage(lab.kernel, lab.image, lab.results / "upstream")
+    except LabError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return UpstreamTree(f"{RESULTS}/upstream")

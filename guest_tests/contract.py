@@ -4,21 +4,26 @@ What the guest sees (qemu/machine.py shares these; qemu/init mounts them):
 the lab checkout read-only at LAB, the run's results directory at RESULTS, a
 tree's `make headers` output at KERNEL_UAPI. The control NIC (SSH) and the
 test NIC (a multi-queue virtio-net on a tap) have fixed MAC addresses so the
-guest can tell them apart.
+guest can tell them apart; on the test NIC the guest is TEST_IP and the host
+(host/traffic.py, scapy on the tap) is TEST_PEER_IP.
 
-What crosses SSH: a TestRequest per guest test (one JSON line to the agent)
-and a TestAnswer back, on the line after MARKER.
+What crosses SSH: a TestRequest per guest function (one JSON line to the
+agent, guest_tests/agent.py --serve) and a TestAnswer back, on the line after
+MARKER. A request's `values` are the dataclasses below (VALUES), which host
+fixtures hand to guest tests; they cross typed (encode/decode).
 """
 
-from dataclasses import dataclass, field
+import random
+from dataclasses import asdict, dataclass, field
 
 LAB = "/lab"
 RESULTS = "/results"
 KERNEL_UAPI = "/kernel-uapi"
 CONTROL_MAC = "52:54:00:12:34:01"
 TEST_MAC = "52:54:00:12:35:01"
+TEST_IP, TEST_PEER_IP, TEST_PREFIX = "192.0.2.2", "192.0.2.1", 24
 MARKER = "@@zcrx-lab-result@@"
-AGENT = f"cd {LAB} && PYTHONDONTWRITEBYTECODE=1 exec python3 -m guest_tests.agent"
+AGENT = f"cd {LAB} && PYTHONDONTWRITEBYTECODE=1 exec python3 -m guest_tests.agent --serve"
 
 
 @dataclass
@@ -26,13 +31,60 @@ class TestRequest:
     __test__ = False  # a message, not a pytest test class
     module: str  # guest_tests.test_nodev_setup
     function: str  # test_register_errno
-    args: dict = field(default_factory=dict)  # the parameters pytest chose on the host
+    args: dict = field(default_factory=dict)  # the parameters pytest chose on the host (plain JSON)
     envs: dict = field(default_factory=dict)  # environment name -> its settings (lib/env.py)
+    values: dict = field(default_factory=dict)  # argument name -> encode(one of VALUES)
 
 
 @dataclass
 class TestAnswer:
     __test__ = False
-    outcome: str  # passed, failed, error, skipped
+    outcome: str  # passed, failed, error, skipped, xfailed
     message: str = ""
     traceback: str = ""
+    value: object = None  # what the function returned (JSON), when it passed
+
+
+@dataclass
+class HostFlow:
+    """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
+    bytes of payload() on, in segments of at most `mss` bytes, then FIN."""
+
+    port: int
+    size: int
+    seed: int
+    mss: int = 1448
+
+    def payload(self) -> bytes:
+        """The bytes sent: deterministic, so the guest knows what must arrive."""
+        return random.Random(self.seed).randbytes(self.size)
+
+
+@dataclass
+class UpstreamTree:
+    """The kernel's selftests staged for the guest (host/kernels/upstream.py stage), in the
+    kernel tree's layout under `root`."""
+
+    root: str
+
+    @property
+    def hw_dir(self) -> str:
+        return f"{self.root}/tools/testing/selftests/drivers/net/hw"
+
+
+VALUES = {cls.__name__: cls for cls in (HostFlow, UpstreamTree)}
+
+
+def encode(value) -> dict:
+    """A VALUES instance as JSON: {"type": class name, "fields": its fields}."""
+    if type(value).__name__ not in VALUES or type(value) is not VALUES[type(value).__name__]:
+        raise TypeError(f"{type(value).__name__} is not a contract value (guest_tests/contract.py VALUES)")
+    return {"type": type(value).__name__, "fields": asdict(value)}
+
+
+def decode(data: dict):
+    return VALUES[data["type"]](**data["fields"])
+
+
+def is_value(value) -> bool:
+    return type(value) in VALUES.values()

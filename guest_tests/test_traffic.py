@@ -1,103 +1,109 @@
-"""Real TCP from the host (scapy, host/traffic.py) into zc0 stacked on the
-multi-queue virtio-net: zero copy on a bound queue, copy fallback elsewhere."""
+"""Real TCP from the host (scapy on the tap, host/traffic.py) into zc0 stacked on the
+multi-queue virtio-net test NIC: zero copy on a bound queue, the copy fallback on
+another, an ntuple rule picking the queue. Runs in the guest (guest_tests/agent.py) on
+NicEnv's `tapnic` topology; the host's sender is the host_flow fixture, whose flow
+(port, size, payload seed, MSS) crosses as a contract.HostFlow.
+"""
 
-import hashlib
-import random
-import re
-from concurrent.futures import ThreadPoolExecutor
+import socket
 
 import pytest
 
-from guest_tests.contract import TEST_MAC
-from host.traffic import TcpFlow
+from guest_tests.lib.defer import defer
+from guest_tests.lib.flow import Stream, pump
+from guest_tests.lib.nic import qstat
+from guest_tests.zcrx.util import sha256
 
-pytestmark = [pytest.mark.traffic, pytest.mark.zcnic]
+pytestmark = [pytest.mark.traffic, pytest.mark.zcnic, pytest.mark.in_guest]
 
-GUEST_IP = "192.0.2.2"
-SIZE = 1 << 20
-
-
-@pytest.fixture
-def zc_on_eth1(guest, lab, zcnic_module):
-    """zc0 on the test NIC, header split on; the host's tap is the peer."""
-    if not lab.vm.tap:
-        pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
-    guest.sh(f"lsmod | grep -q '^zcnic ' || insmod {zcnic_module}", check=True)
-    guest.sh(
-        "ip link set eth1 up && (ip link show zc0 >/dev/null 2>&1 || "
-        "ip link add zc0 link eth1 type zcnic) && "
-        f"ip addr replace {GUEST_IP}/24 dev zc0 && ip link set zc0 up && "
-        "ethtool -G zc0 tcp-data-split on",
-        check=True,
-    )
-    return lab.vm.tap
+MiB = 1 << 20
+ACCEPT_TIMEOUT = 120.0  # the host SYNs about once a second until we listen
 
 
-def steer(guest, port: int, queue: int) -> int:
-    out = guest.sh(f"ethtool -N zc0 flow-type tcp4 dst-port {port} action {queue}", check=True).stdout
-    return int(re.search(r"ID (\d+)", out).group(1))
+def accept(nic, flow):
+    """Listen on zc0's address at the flow's port (the host's SYNs were reset until now)
+    and take its connection; both closed after the test."""
+    local, remote, _ = nic.addr["ipv4"]
+    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    defer(lst.close)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((local, flow.port))
+    lst.listen(1)
+    lst.settimeout(ACCEPT_TIMEOUT)
+    conn, (peer, _) = lst.accept()
+    defer(conn.close)
+    conn.settimeout(ACCEPT_TIMEOUT)
+    assert peer == remote, f"a connection from {peer}, not from the host"
+    return conn
 
 
-def send_while(guest, tap, port, data, target, **kwargs):
-    """Run guest scenario TARGET in the background and send DATA from the host."""
-    with ThreadPoolExecutor(1) as pool:
-        receiver = pool.submit(guest.call, target, port=port, **kwargs)
-        flow = TcpFlow(tap, TEST_MAC, GUEST_IP, port)
-        flow.connect()
-        flow.send(data)
-        flow.close()
-        return receiver.result(timeout=300), flow
+def segments(flow) -> int:
+    """The fewest data segments the flow can take (the host sends MSS-sized ones)."""
+    return -(-flow.size // flow.mss)
 
 
-def queue_packets(guest, queue: int) -> int:
-    stats = guest.sh("ethtool -S zc0", check=True).stdout
-    return int(re.search(rf"rx{queue}_packets: (\d+)", stats).group(1))
+def zc_receive(rx, conn) -> Stream:
+    """A multishot RECV_ZC on the connection until its final CQE (buffers refilled)."""
+    st = Stream()
+    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+    pump(rx, conn.fileno(), st, ud, timeout=120)
+    return st
 
 
-def test_zero_copy_on_bound_queue(guest, zc_on_eth1):
-    port, queue = random.randint(20000, 30000), 1
-    rule = steer(guest, port, queue)
-    data = random.randbytes(SIZE)
-    try:
-        got, flow = send_while(
-            guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive", ifname="zc0", queue=queue
-        )
-    finally:
-        guest.sh(f"ethtool -N zc0 delete {rule}")
-    assert got["bytes"] == SIZE
-    assert got["sha256"] == hashlib.sha256(data).hexdigest()
-    assert got["stats"]["copy_count"] == 0, "data on the bound queue was copied, not zero-copy"
-    assert got["outside_area"] == 0
-    assert got["final"]["res"] == 0  # EOF ends the multishot request
+def check_payload(got: bytes, flow) -> None:
+    want = flow.payload()
+    assert len(got) == len(want), f"{len(got)} of {len(want)} bytes"
+    assert got == want, f"payload differs: sha256 {sha256(got)[:16]}, sent {sha256(want)[:16]}"
 
 
-def test_copy_fallback_on_unbound_queue(guest, zc_on_eth1):
-    port = random.randint(30001, 40000)
-    rule = steer(guest, port, 2)  # the zcrx is bound to queue 1
-    data = random.randbytes(SIZE // 4)
-    try:
-        got, _ = send_while(
-            guest, zc_on_eth1, port, data, "scenarios.traffic:zc_receive", ifname="zc0", queue=1
-        )
-    finally:
-        guest.sh(f"ethtool -N zc0 delete {rule}")
-    size = len(data)
-    assert got["sha256"] == hashlib.sha256(data).hexdigest()
-    assert got["stats"]["copy_count"] > 0
-    # Payload the kernel copies out of an skb's linear part is not counted in
-    # zcrx_stats (io_zcrx_recv_skb's headlen path), so copy_bytes can fall a
-    # segment short of what arrived; it never exceeds it.
-    assert 0 < got["stats"]["copy_bytes"] <= size
+@pytest.mark.parametrize("host_flow", [MiB], ids=["1MiB"], indirect=True)
+def test_zero_copy_on_bound_queue(tapnic, host_flow):
+    """A flow steered to the queue a zcrx is bound to: every byte arrives in order by zero
+    copy (copy_count 0) through that queue (its packet counter grows by at least the
+    flow's segments), and the host's FIN ends the multishot RECV_ZC (a final CQE, res 0)."""
+    queue = 1
+    tapnic.ntuple("ipv4", host_flow.port, action=queue)
+    rx = tapnic.rx(queue, area_pages=1024, rq_entries=512)
+    before = tapnic.stats()  # after the bind: it restarts the queue, which resets its counters
+    conn = accept(tapnic, host_flow)
+    st = zc_receive(rx, conn)
+    check_payload(bytes(st.data), host_flow)
+    stats = rx.z.stats()
+    assert stats["copy_count"] == 0, f"data on the bound queue was copied, not zero copy: {stats}"
+    assert st.final == 0, f"the RECV_ZC ended with {st.final}, not at EOF"
+    grew = qstat(tapnic.stats(), queue, "packets") - qstat(before, queue, "packets")
+    assert grew >= segments(host_flow), f"queue {queue} saw {grew} packets"
 
 
-def test_ntuple_rule_picks_the_queue(guest, zc_on_eth1):
-    port, queue = random.randint(40001, 50000), 3
-    rule = steer(guest, port, queue)
-    before = queue_packets(guest, queue)
-    data = random.randbytes(200_000)
-    try:
-        got, flow = send_while(guest, zc_on_eth1, port, data, "scenarios.traffic:plain_receive")
-    finally:
-        guest.sh(f"ethtool -N zc0 delete {rule}")
-    assert got["sha256"] == hashlib.sha256(data).hexdigest()
-    assert queue_packets(guest, queue) - before >= flow.segments
+@pytest.mark.parametrize("host_flow", [MiB // 4], ids=["256KiB"], indirect=True)
+def test_copy_fallback_on_unbound_queue(tapnic, host_flow):
+    """A flow steered to a queue without a zcrx still reaches RECV_ZC whole, by copy:
+    copy_count > 0 and copy_bytes at most what arrived."""
+    tapnic.ntuple("ipv4", host_flow.port, action=2)
+    rx = tapnic.rx(1, area_pages=1024, rq_entries=512)  # bound to queue 1, the flow goes to 2
+    conn = accept(tapnic, host_flow)
+    st = zc_receive(rx, conn)
+    check_payload(bytes(st.data), host_flow)
+    assert st.final == 0, f"the RECV_ZC ended with {st.final}, not at EOF"
+    stats = rx.z.stats()
+    assert stats["copy_count"] > 0, stats
+    # Payload the kernel copies out of an skb's linear part is not counted in zcrx_stats
+    # (io_zcrx_recv_skb's headlen path), so copy_bytes can fall a segment short of what
+    # arrived; it never exceeds it.
+    assert 0 < stats["copy_bytes"] <= host_flow.size, stats
+
+
+@pytest.mark.parametrize("host_flow", [200_000], ids=["200KB"], indirect=True)
+def test_ntuple_rule_picks_the_queue(tapnic, host_flow):
+    """An ntuple rule for the flow's port puts all its packets on the chosen queue (its
+    packet counter grows by at least the flow's segments); recv() gets the payload whole."""
+    queue = 3
+    tapnic.ntuple("ipv4", host_flow.port, action=queue)
+    before = tapnic.stats()
+    conn = accept(tapnic, host_flow)
+    data = bytearray()
+    while chunk := conn.recv(1 << 16):
+        data += chunk
+    check_payload(bytes(data), host_flow)
+    grew = qstat(tapnic.stats(), queue, "packets") - qstat(before, queue, "packets")
+    assert grew >= segments(host_flow), f"queue {queue} saw {grew} packets"

@@ -12,12 +12,14 @@ control over the frames (ports that pick a queue, segment sizes, pauses).
 import random
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import ARP, Ether
 
+from guest_tests.contract import TEST_IP, TEST_MAC, TEST_PEER_IP, HostFlow
 from host.errors import LabError
 
 ETH_P_ALL = 0x0003
@@ -28,7 +30,7 @@ class Peer:
     """The host's end: a made-up MAC and IPv4 address on the tap."""
 
     mac: str = "02:00:5e:00:53:01"
-    ip: str = "192.0.2.1"
+    ip: str = TEST_PEER_IP
 
 
 class TcpFlow:
@@ -114,13 +116,17 @@ class TcpFlow:
         return 0
 
     # -- the connection ----------------------------------------------------------
-    def connect(self, timeout: float = 30) -> None:
+    def connect(self, timeout: float = 30, stop: threading.Event | None = None) -> None:
+        """Three-way handshake; a RST means nothing listens yet (the guest side is still
+        starting): SYN again until TIMEOUT, or until STOP is set."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise LabError(f"stopped before {self.guest_ip}:{self.dport} listened")
             self._send(self._segment("S", self.isn, options=[("MSS", self.mss)]))
             try:
                 seg = self._receive(1.0)
-            except LabError:  # RST: nothing listens yet; the guest side is starting
+            except LabError:  # RST: nothing listens yet; SYN again after a pause
                 time.sleep(0.2)
                 continue
             if seg is not None and seg.flags.S and seg.flags.A and seg.ack == (self.isn + 1) & 0xFFFFFFFF:
@@ -177,3 +183,38 @@ class TcpFlow:
         self.sock.close()
         if not fin_acked:
             raise LabError("the guest never acknowledged our FIN")
+
+
+class FlowSender(threading.Thread):
+    """Sends a contract.HostFlow into the guest from a background thread: connects (SYN
+    again while the guest resets: it is not listening yet), sends the payload, closes.
+    `error` is what went wrong (None: the whole flow was acknowledged and closed)."""
+
+    def __init__(self, tap: str, flow: HostFlow, connect_timeout: float, send_timeout: float = 300):
+        super().__init__(daemon=True, name=f"flow-{flow.port}")
+        self.tap, self.flow = tap, flow
+        self.connect_timeout, self.send_timeout = connect_timeout, send_timeout
+        self.stop = threading.Event()
+        self.connected = False
+        self.segments = self.retransmits = 0
+        self.error: Exception | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            tcp = TcpFlow(self.tap, TEST_MAC, TEST_IP, self.flow.port, mss=self.flow.mss)
+            try:
+                try:
+                    tcp.connect(self.connect_timeout, stop=self.stop)
+                except LabError:
+                    if self.stop.is_set():  # the guest test ended without listening: its verdict says why
+                        return
+                    raise
+                self.connected = True
+                tcp.send(self.flow.payload(), timeout=self.send_timeout)
+                tcp.close()
+            finally:
+                self.segments, self.retransmits = tcp.segments, tcp.retransmits
+                tcp.sock.close()
+        except Exception as exc:  # judged by whoever joins the thread
+            self.error = exc

@@ -167,7 +167,12 @@ def _nic(**settings):
     return NicEnv(**settings)
 
 
-_KINDS = {"nodev": NodevEnv, "nic": _nic}
+def _tapnic(**settings):
+    """zc0 on the test NIC, the host (scapy over the tap) as the remote end."""
+    return _nic(lower="tap", **settings)
+
+
+_KINDS = {"nodev": NodevEnv, "nic": _nic, "tapnic": _tapnic}
 
 
 def get(name: str, settings: dict):

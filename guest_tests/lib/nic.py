@@ -4,6 +4,9 @@
          |
     veth0 ── zc0 (zcnic, 4 queues, tcp-data-split on, hds-thresh 0) 10.77.0.2/24 fd77::2/64
 
+or, for the `tapnic` environment, zc0 192.0.2.2/24 on the test NIC (eth1), the host's
+scapy on the tap as the remote end (lib/lowers.py has both).
+
 Two lifetimes. The topology above is built once per agent process (`_Topology`, with
 its own undo list) and checked before every test: found missing or changed (a test
 deleted zc0, an older test's fixture tore it down, zc0 is not in its default
@@ -28,16 +31,16 @@ import time
 
 import pytest
 
+from guest_tests.lib import lowers
 from guest_tests.lib.bpf import xdp_pass_prog
 from guest_tests.lib.defer import defer
+from guest_tests.lib.lowers import ADDR, LOWER, NETNS, PEER  # noqa: F401 - the veth kind's names
 from guest_tests.lib.ynl import Ynl, load_ynl
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 
-IFNAME, LOWER, PEER, NETNS = "zc0", "veth0", "veth1", "remote"
-ADDR = {"ipv4": ("10.77.0.2", "10.77.0.1", 24), "ipv6": ("fd77::2", "fd77::1", 64)}
+IFNAME = "zc0"
 FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
-V6_LOCAL = socket.inet_pton(socket.AF_INET6, ADDR["ipv6"][0]).hex()  # as /proc/net/if_inet6 has it
 DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
 DEF_QUEUES, DEF_RING = 4, 256
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
@@ -86,14 +89,13 @@ def port_for(seed):
 # capability checks and the agent-lifetime topology
 
 
-def missing():
+def missing(lower=None):
     """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
     if not os.path.exists("/proc/self/ns/net"):
         return "no network namespaces (CONFIG_NET_NS)"
-    # Creating a pair works for built-in veth and loads a modular one.
-    probe = "ip link add zcl-vprobe0 type veth peer name zcl-vprobe1 && ip link del zcl-vprobe0"
-    if sh(probe, check=False).returncode:
-        return "no veth (CONFIG_VETH)"
+    why = (lower or lowers.Veth()).missing()
+    if why:
+        return why
     if not os.path.exists("/proc/sys/net/ipv6"):
         return "no IPv6 (CONFIG_IPV6)"
     with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
@@ -106,61 +108,63 @@ def missing():
 
 
 class _Topology:
-    """zc0 on veth0, veth1 in netns remote, addresses: built once, checked per test."""
+    """zc0 on its lower (veth0, veth1 in netns remote; or the test NIC), addresses: built
+    once, checked per test; asked for the other lower, it is built again on that one."""
 
     def __init__(self):
-        self.undo: list = []  # (description, command), run last first by teardown()
+        self.undo: list = []  # commands, run last first by teardown()
         self.ifindex = None
-        self.checked = False
+        self.lower = None  # a lib/lowers.py kind, while built
+        self.checked = set()  # lower kinds whose kernel support was checked
 
     def _do(self, cmd, undo=None):
         sh(cmd)
         if undo:
             self.undo.append(undo)
 
-    def intact(self, nl: Ynl) -> bool:
-        """Ours, present and in zcnic's default configuration (what tests leave behind)."""
-        if self.ifindex is None or not os.path.exists(f"/run/netns/{NETNS}"):
-            return False
-        if not link_exists(LOWER) or not os.path.exists(f"/sys/class/net/{IFNAME}/lower_{LOWER}"):
-            return False
-        if ifindex() != self.ifindex:  # someone else's zc0
-            return False
-        with open("/proc/net/if_inet6") as f:  # IPv6 addresses go with a link down
-            if not any(line.split()[0] == V6_LOCAL and line.split()[-1] == IFNAME for line in f):
-                return False
+    def changed(self, nl: Ynl, kind: str) -> str:
+        """What is not as built ("" if it is all ours, on that kind of lower, present and in
+        zcnic's default configuration): what tests, or upstream's selftest, left behind."""
+        lower = self.lower
+        if self.ifindex is None or lower is None or lower.kind != kind:
+            return "first" if self.ifindex is None else f"was on {lower.name}"
+        if not lower.present() or not os.path.exists(f"/sys/class/net/{IFNAME}/lower_{lower.name}"):
+            return f"{IFNAME} on {lower.name} gone"
+        if ifindex() != self.ifindex:
+            return f"someone else's {IFNAME}"
+        if "ipv6" in lower.addr:
+            v6 = socket.inet_pton(socket.AF_INET6, lower.addr["ipv6"][0]).hex()  # as if_inet6 has it
+            with open("/proc/net/if_inet6") as f:  # IPv6 addresses go with a link down
+                if not any(line.split()[0] == v6 and line.split()[-1] == IFNAME for line in f):
+                    return "IPv6 address gone"
         header = {"header": {"dev-index": self.ifindex}}
         rings = nl.ethtool.rings_get(header)
-        channels = nl.ethtool.channels_get(header)
-        with open(f"/sys/class/net/{IFNAME}/mtu") as a, open(f"/sys/class/net/{LOWER}/mtu") as b:
-            mtu_ok = a.read() == b.read()
-        return (
-            mtu_ok
-            and rings.get("rx") == DEF_RING
-            and rings.get("tcp-data-split") == "enabled"
-            and rings.get("hds-thresh") == 0
-            and channels.get("combined-count") == DEF_QUEUES
-        )
+        have = {k: rings.get(k) for k in ("rx", "tcp-data-split", "hds-thresh")}
+        have["combined-count"] = nl.ethtool.channels_get(header).get("combined-count")
+        with open(f"/sys/class/net/{IFNAME}/mtu") as a, open(f"/sys/class/net/{lower.name}/mtu") as b:
+            have["mtu"], want_mtu = int(a.read()), int(b.read())
+        want = {"rx": DEF_RING, "tcp-data-split": "enabled", "hds-thresh": 0}
+        want.update({"combined-count": DEF_QUEUES, "mtu": want_mtu})
+        return ", ".join(f"{k} {have[k]}" for k in want if have[k] != want[k])
 
-    def ensure(self, module, nl: Ynl):
-        if self.intact(nl):
+    def ensure(self, module, nl: Ynl, lower):
+        why = self.changed(nl, lower.kind)
+        if not why:
             return
-        print(f"nic: building the topology ({'rebuilt' if self.ifindex else 'first'})", file=sys.stderr)
+        print(f"nic: building {IFNAME} on {lower.name} ({why})", file=sys.stderr)
         self.teardown()
-        # whatever an older fixture or test left under these names
-        sh(f"ip link del {IFNAME}; ip link del {LOWER}; ip netns del {NETNS}; true", check=False)
+        sh(f"ip link del {IFNAME}; true", check=False)  # whatever an older fixture or test left
         if not os.path.exists("/sys/module/zcnic"):
             sh(f"insmod {module}")  # stays loaded: other tests stack their own zcnic
-        self._do(f"ip netns add {NETNS}", f"ip netns del {NETNS}")
-        self._do(f"ip link add {LOWER} type veth peer name {PEER} netns {NETNS}", f"ip link del {LOWER}")
-        self._do(f"ip link add {IFNAME} link {LOWER} type zcnic", f"ip link del {IFNAME}")
+        self.lower = lower
+        lower.build(self._do)
+        self._do(f"ip link add {IFNAME} link {lower.name} type zcnic", f"ip link del {IFNAME}")
         # a test's link down/up must not take the IPv6 address with it
         sh(f"sysctl -qw net.ipv6.conf.{IFNAME}.keep_addr_on_down=1")
-        sh(f"ip link set {LOWER} up && ip link set {IFNAME} up")
-        sh(f"ip -n {NETNS} link set lo up && ip -n {NETNS} link set {PEER} up")
-        for local, remote, plen in ADDR.values():
+        sh(f"ip link set {IFNAME} up")
+        lower.finish()
+        for local, _, plen in lower.addr.values():
             sh(f"ip addr add {local}/{plen} dev {IFNAME} nodad")
-            sh(f"ip -n {NETNS} addr add {remote}/{plen} dev {PEER} nodad")
         self.ifindex = ifindex()
         header = {"header": {"dev-index": self.ifindex}}
         err, extack = nl.outcome(
@@ -172,7 +176,7 @@ class _Topology:
     def teardown(self):
         while self.undo:
             sh(self.undo.pop(), check=False)
-        self.ifindex = None
+        self.ifindex = self.lower = None
 
 
 _TOPOLOGY = _Topology()  # one per agent process
@@ -184,24 +188,28 @@ atexit.register(_TOPOLOGY.teardown)
 
 
 class NicEnv:
-    """zc0 with the sender's end in netns `remote`; per-test changes undone by defer."""
+    """zc0 with its remote end (netns `remote`, or the host over the tap: lower="tap");
+    per-test changes undone by defer."""
 
-    ifname, lower, netns = IFNAME, LOWER, NETNS
+    ifname = IFNAME
     queues_default, ring_default = DEF_QUEUES, DEF_RING
 
-    def __init__(self, module: str, ynl: str):
-        if not _TOPOLOGY.checked:  # once per agent: the kernel does not change under it
-            why = missing()
+    def __init__(self, module: str, ynl: str, lower: str = "veth"):
+        kind = lowers.KINDS[lower]()
+        if lower not in _TOPOLOGY.checked:  # once per agent: the kernel does not change under it
+            why = missing(kind)
             if why:
                 pytest.skip(f"kernel {os.uname().release}: {why}")
-            _TOPOLOGY.checked = True
+            _TOPOLOGY.checked.add(lower)
         try:
             self.nl = load_ynl(ynl)
         except ImportError as e:
             pytest.skip(f"the kernel's YNL does not load: {e}")
-        _TOPOLOGY.ensure(module, self.nl)
+        _TOPOLOGY.ensure(module, self.nl, kind)
+        self.lower, self.addr = kind.name, kind.addr  # addr: family -> (local, remote, prefix)
+        self.netns = getattr(kind, "netns", None)
         self.ifindex = _TOPOLOGY.ifindex
-        self.lower_ifindex = ifindex(LOWER)
+        self.lower_ifindex = ifindex(kind.name)
         left = self.wait_unbound()
         if left:
             pytest.fail(f"queues {left} of zc0 still bound by an earlier test's ring", pytrace=False)
@@ -313,6 +321,14 @@ class NicEnv:
             old = {k: before[k] for k in want}
             self._undo(self.nl.ethtool.rings_set, {**self._header(), **old})
         return res
+
+    def keep_rings(self):
+        """The ring settings as they are now, written back after the test: for changes made
+        behind NicEnv's back (upstream's selftest restores tcp-data-split as "unknown",
+        which zcnic takes as off)."""
+        before = self.rings_get()
+        keep = {k: before[k] for k in ("rx", "tcp-data-split", "hds-thresh")}
+        defer(self.nl.ethtool.rings_set, {**self._header(), **keep})
 
     def xdp(self, fd: int, flags: int) -> tuple:
         """Attach XDP program fd (RTM_SETLINK IFLA_XDP): (errno, extack); detached after."""

@@ -34,8 +34,6 @@ MARKERS = {
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
     "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",
-    "expected_warning": "expected_warning(regex, reason=...): the test provokes a kernel WARNING "
-    "whose report matches regex on purpose; it must occur, and every other splat still fails",
 }
 
 
@@ -381,7 +379,6 @@ def pytest_runtest_call(item):
     crashed = vm is not None and (not vm.alive() or isinstance(error, GuestTimeout))
     dmesg, console, crashed = lab.collect(item, crashed)
     found = splat.scan(dmesg) or splat.scan(console)
-    found, error = _expected_warnings(item, found, error, crashed)
     if found:
         lab.charged[item.nodeid] = [str(s) for s in found]
         lab.shared.charge(item.nodeid, lab.charged[item.nodeid])
@@ -398,24 +395,6 @@ def pytest_runtest_call(item):
     if error is not None:
         raise error
     return result
-
-
-def _expected_warnings(item, found: list, error, crashed: bool):
-    """Take the WARNING an `expected_warning` test provokes on purpose out of the splats;
-    its absence is the test's failure (the path it aims at was not reached)."""
-    marker = item.get_closest_marker("expected_warning")
-    if marker is None or crashed:
-        return found, error
-    pattern = re.compile(marker.args[0])
-    expected = [s for s in found if s.kind == "WARNING" and pattern.search(s.excerpt)]
-    if expected:
-        item.add_report_section("call", "expected kernel WARNING", "\n\n".join(s.excerpt for s in expected))
-    elif error is None:
-        error = pytest.fail.Exception(
-            f"the kernel WARNING this test provokes (matching {pattern.pattern!r}) did not occur",
-            pytrace=False,
-        )
-    return [s for s in found if s not in expected], error
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -453,36 +432,49 @@ def _record_outcome(lab: Lab, report) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     """An `in_guest` test: pytest chose its parameters and fixtures here; its body runs
-    in the guest's agent, with the guest environments its fixtures stand for."""
+    in the guest's agent, with the guest environments its fixtures stand for and the
+    contract values (guest_tests/contract.py VALUES) its host fixtures returned."""
     if pyfuncitem.get_closest_marker("in_guest") is None:
         return None
-    from guest_tests.contract import TestRequest
+    guest = pyfuncitem._request.getfixturevalue("guest")
+    answer, output = guest.run_test(guest_request(pyfuncitem))
+    if output.strip():
+        pyfuncitem.add_report_section("call", "guest output", output)
+    if answer.outcome == "skipped":
+        pytest.skip(answer.message)
+    if answer.outcome == "xfailed":
+        pytest.xfail(answer.message)
+    if answer.outcome != "passed":
+        where = answer.traceback.strip().splitlines()
+        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
+        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
+    return True
+
+
+def guest_request(pyfuncitem):
+    """The TestRequest of an in_guest test: each argument is a guest environment (a
+    GuestEnv fixture), a contract value (a fixture returning one of contract.VALUES,
+    sent typed) or a parameter; anything else lives on the host and cannot cross."""
+    from guest_tests.contract import TestRequest, encode, is_value
     from host.vm.guest import GuestEnv
 
-    guest = pyfuncitem._request.getfixturevalue("guest")
     params = pyfuncitem.callspec.params if hasattr(pyfuncitem, "callspec") else {}
     request = TestRequest(pyfuncitem.module.__name__, pyfuncitem.originalname)
     for name in pyfuncitem._fixtureinfo.argnames:
         value = pyfuncitem.funcargs[name]
         if isinstance(value, GuestEnv):
             request.envs[name] = value.settings
+        elif is_value(value):
+            request.values[name] = encode(value)
         elif name in params:
             request.args[name] = value
         else:
             raise pytest.UsageError(
-                f"{pyfuncitem.nodeid}: fixture {name!r} lives on the host; "
-                "an in_guest test takes guest environments and parameters only"
+                f"{pyfuncitem.nodeid}: fixture {name!r} lives on the host; an in_guest test "
+                "takes guest environments, contract values (guest_tests/contract.py) and "
+                "parameters only"
             )
-    answer, output = guest.run_test(request)
-    if output.strip():
-        pyfuncitem.add_report_section("call", "guest output", output)
-    if answer.outcome == "skipped":
-        pytest.skip(answer.message)
-    if answer.outcome != "passed":
-        where = answer.traceback.strip().splitlines()
-        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
-        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
-    return True
+    return request
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -1,7 +1,8 @@
-"""The `guest` a test talks to: shell commands, guest tests and scenarios."""
+"""The `guest` a test talks to: shell commands, and guest functions run by the boot's
+agent (guest_tests/agent.py --serve): in_guest tests (run_test) and functions whose
+value host code wants (call)."""
 
 import json
-import shlex
 from dataclasses import asdict, dataclass, field
 
 from guest_tests.contract import AGENT, MARKER, TestAnswer, TestRequest
@@ -22,8 +23,12 @@ class GuestCommandError(AssertionError):
     """A guest command that had to succeed did not."""
 
 
-class ScenarioError(AssertionError):
-    """A guest-side scenario raised; carries the guest's traceback."""
+class GuestCallError(AssertionError):
+    """A guest function called for its value did not return one; carries the guest's
+    traceback and output."""
+
+
+ScenarioError = GuestCallError  # the older name
 
 
 class Guest:
@@ -49,7 +54,7 @@ class Guest:
         """Run one guest test in the boot's agent (started on first use); (answer, its output)."""
         agent = getattr(self.vm, "agent", None)
         if agent is None or agent.boot != self.vm.boots or not agent.channel.alive():
-            agent = _Agent(self.vm.ssh.open(f"{AGENT} --serve"), self.vm.boots)
+            agent = _Agent(self.vm.ssh.open(AGENT), self.vm.boots)
             self.vm.agent = agent
         try:
             line = agent.channel.request(json.dumps(asdict(request)), MARKER, timeout or self.timeout)
@@ -58,17 +63,26 @@ class Guest:
             return TestAnswer("error", f"the guest agent died during this test: {exc}"), ""
         return TestAnswer(**json.loads(line)), agent.channel.take_stderr()
 
-    def call(self, target: str, timeout: float | None = None, **kwargs):
-        """Run guest_tests/<module>:<function>(**kwargs) in the guest; return its value."""
-        cmd = f"{AGENT} {shlex.quote(target)} {shlex.quote(json.dumps(kwargs))}"
-        result = self.sh(cmd, timeout=timeout)
-        _, marker, payload = result.stdout.rpartition(MARKER)
-        if not marker:
-            raise ScenarioError(f"scenario {target} gave no result\n{result}")
-        answer = json.loads(payload)
-        if not answer["ok"]:
-            raise ScenarioError(f"scenario {target} raised {answer['error']}\n{answer['traceback']}")
-        return answer["value"]
+    def call(self, target: str, timeout: float | None = None, envs: dict | None = None, **kwargs):
+        """Run the guest function TARGET ("guest_tests.bench:one_round", or "scenarios.zcnic:transfer"
+        for guest_tests.scenarios.zcnic) with KWARGS (and the guest environments ENVS: name ->
+        settings) in the boot's agent; return its value. Raises GuestCallError with the guest's
+        traceback when it raises, pytest's skip when it skips."""
+        module, _, function = target.partition(":")
+        if not module.startswith("guest_tests."):
+            module = f"guest_tests.{module}"
+        answer, output = self.run_test(TestRequest(module, function, kwargs, envs or {}), timeout)
+        if answer.outcome == "passed":
+            return answer.value
+        if answer.outcome == "skipped":
+            import pytest
+
+            pytest.skip(answer.message)
+        tail = "\n".join(output.splitlines()[-30:])
+        raise GuestCallError(
+            f"guest {target} {answer.outcome}: {answer.message}\n{answer.traceback}"
+            + (f"\nits output:\n{tail}" if tail.strip() else "")
+        )
 
     def cached(self, target: str, timeout: float | None = None, **kwargs):
         """call(), once per session for each (target, kwargs): every test that asks for it

@@ -1,14 +1,20 @@
 """The guest agent's serve protocol, run here on the host (no VM): requests in,
 answers out, assertion messages rewritten, defers run, test output kept off
-the answer stream."""
+the answer stream, values returned, contract values crossing typed; and the
+host's side of it: the plugin's request for an in_guest test, Guest.call."""
 
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
-from guest_tests.contract import MARKER, TestAnswer, TestRequest
+import pytest
+
+from guest_tests.contract import MARKER, HostFlow, TestAnswer, TestRequest, UpstreamTree, encode
+from host.report.plugin import guest_request
+from host.vm.guest import Guest, GuestCallError, GuestEnv
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = """
@@ -44,6 +50,25 @@ def test_errors(nodev):
 
 def test_cleanup_fails(nodev):
     defer(lambda: 1 / 0)
+
+
+def test_xfails(nodev):
+    pytest.xfail("upstream: known bug")
+
+
+def test_takes_flow(flow, tree):
+    from guest_tests.contract import HostFlow, UpstreamTree
+
+    assert isinstance(flow, HostFlow) and isinstance(tree, UpstreamTree)
+    return {"port": flow.port, "payload": flow.payload().hex(), "hw": tree.hw_dir}
+
+
+def returns_value(n):
+    return {"half": half(n), "list": [n, n]}
+
+
+def returns_unsendable():
+    return object()
 """
 
 
@@ -115,3 +140,89 @@ def test_ynl_success_warning_is_read_from_its_print():
         success_warning("Netlink warning:\nnl_len = 36\n\textack: {'bad-attr': '.mtu'}\n")
         == "{'bad-attr': '.mtu'}"
     )
+
+
+def test_returned_value_comes_back(tmp_path):
+    ok, bad = agent(
+        tmp_path,
+        TestRequest("guest_tests.test_sample", "returns_value", {"n": 9}),
+        TestRequest("guest_tests.test_sample", "returns_unsendable"),
+    )
+    assert ok.outcome == "passed" and ok.value == {"half": 4, "list": [9, 9]}
+    assert bad.outcome == "error" and "not JSON serializable" in bad.message
+
+
+def test_contract_values_cross_typed(tmp_path):
+    flow = HostFlow(port=4242, size=16, seed=7)
+    values = {"flow": encode(flow), "tree": encode(UpstreamTree("/results/upstream"))}
+    [answer] = agent(tmp_path, TestRequest("guest_tests.test_sample", "test_takes_flow", values=values))
+    assert answer.outcome == "passed", answer
+    # the guest rebuilt the dataclass: same fields, same payload as the host's
+    hw = "/results/upstream/tools/testing/selftests/drivers/net/hw"
+    assert answer.value == {"port": 4242, "payload": flow.payload().hex(), "hw": hw}
+
+
+def test_xfail_is_its_own_outcome(tmp_path):
+    [answer] = agent(tmp_path, req("test_xfails"))
+    assert (answer.outcome, answer.message) == ("xfailed", "upstream: known bug")
+
+
+def item(**funcargs):
+    """What guest_request reads of a pytest item whose test takes FUNCARGS; `case` is a
+    parameter."""
+    return SimpleNamespace(
+        nodeid="guest_tests/test_x.py::test_y[1]",
+        module=SimpleNamespace(__name__="guest_tests.test_x"),
+        originalname="test_y",
+        callspec=SimpleNamespace(params={"case": 1, "host_flow": 1 << 20}),  # host_flow: indirect
+        _fixtureinfo=SimpleNamespace(argnames=list(funcargs)),
+        funcargs=funcargs,
+    )
+
+
+def test_plugin_sends_envs_contract_values_and_parameters():
+    flow = HostFlow(port=1, size=1 << 20, seed=3)
+    request = guest_request(item(nic=GuestEnv("nic", {"module": "/m.ko"}), host_flow=flow, case=1))
+    assert request == TestRequest(
+        "guest_tests.test_x",
+        "test_y",
+        args={"case": 1},
+        envs={"nic": {"module": "/m.ko"}},
+        values={
+            "host_flow": {"type": "HostFlow", "fields": {"port": 1, "size": 1 << 20, "seed": 3, "mss": 1448}}
+        },
+    )
+    json.dumps(request.__dict__)  # all of it crosses as JSON
+
+
+def test_plugin_refuses_other_host_fixtures():
+    with pytest.raises(pytest.UsageError, match="fixture 'lab' lives on the host"):
+        guest_request(item(lab=SimpleNamespace(), case=1))
+
+
+class FakeGuest(Guest):
+    def __init__(self, answer: TestAnswer):
+        self.answer, self.sent = answer, []
+
+    def run_test(self, request, timeout=None):
+        self.sent.append((request, timeout))
+        return self.answer, "guest says hello\n"
+
+
+def test_call_runs_through_the_agent():
+    guest = FakeGuest(TestAnswer("passed", value={"bytes": 5}))
+    assert guest.call("scenarios.zcnic:transfer", timeout=9, bind=1) == {"bytes": 5}
+    assert guest.call("guest_tests.bench:one_round", envs={"nic": {}}, mode="zcrx") == {"bytes": 5}
+    assert guest.sent == [
+        (TestRequest("guest_tests.scenarios.zcnic", "transfer", {"bind": 1}), 9),
+        (TestRequest("guest_tests.bench", "one_round", {"mode": "zcrx"}, {"nic": {}}), None),
+    ]
+
+
+def test_call_failure_carries_the_guest_traceback():
+    guest = FakeGuest(TestAnswer("error", "OSError: boom", 'Traceback ...\n  File "zcnic.py", line 3'))
+    with pytest.raises(GuestCallError) as err:
+        guest.call("scenarios.zcnic:transfer")
+    text = str(err.value)
+    assert "scenarios.zcnic:transfer error: OSError: boom" in text
+    assert 'File "zcnic.py", line 3' in text and "guest says hello" in text

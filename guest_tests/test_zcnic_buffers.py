@@ -54,7 +54,9 @@ EVENTS = {
 def test_held_buffers_keep_their_bytes(nic, event):
     """The user holds every buffer of a 256 KiB flow; after `event` and a 1 MiB flow through
     the same queue, each held buffer still holds what its CQE delivered (a buffer recycled
-    while held shows changed bytes). Returned, the buffers carry a third flow zero copy."""
+    while held shows changed bytes). Returned, the buffers carry a third flow zero copy;
+    once the ring closes, the area is unpinned."""
+    pins = pinned_pages()
     rx = nic.rx(1, area_pages=1024, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False)
     assert_zero_copy(first, sent, rx)
@@ -69,12 +71,16 @@ def test_held_buffers_keep_their_bytes(nic, event):
     give_back(rx.z, first.held)
     third, sent = flow_to_queue(nic, rx, MiB)
     assert_zero_copy(third, sent, rx)
+    rx.close()
+    assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
 def test_double_return_is_ignored(nic):
     """Every buffer of a flow is returned twice through the refill ring. The second return
     of each finds no user reference and must be dropped: a buffer handed to the NIC twice
-    would take two frames, and the next flow would arrive corrupted."""
+    would take two frames, and the next flow would arrive corrupted. Closed, the ring's
+    area is unpinned (a buffer counted twice would keep it pinned, or unpin it early)."""
+    pins = pinned_pages()
     rx = nic.rx(1, area_pages=512, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
     assert_zero_copy(first, sent, rx)
@@ -83,6 +89,8 @@ def test_double_return_is_ignored(nic):
     for _ in range(2):  # more than the area holds: every buffer is reused
         again, sent = flow_to_queue(nic, rx, 2 * MiB)
         assert_zero_copy(again, sent, rx)
+    rx.close()
+    assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
 def test_never_returned_buffers_released_at_close(nic):

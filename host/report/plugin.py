@@ -34,6 +34,8 @@ MARKERS = {
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
     "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",
+    "expected_warning": "expected_warning(regex, reason=...): the test provokes a kernel WARNING "
+    "whose report matches regex on purpose; it must occur, and every other splat still fails",
 }
 
 
@@ -379,6 +381,7 @@ def pytest_runtest_call(item):
     crashed = vm is not None and (not vm.alive() or isinstance(error, GuestTimeout))
     dmesg, console, crashed = lab.collect(item, crashed)
     found = splat.scan(dmesg) or splat.scan(console)
+    found, error = _expected_warnings(item, found, error, crashed)
     if found:
         lab.charged[item.nodeid] = [str(s) for s in found]
         lab.shared.charge(item.nodeid, lab.charged[item.nodeid])
@@ -395,6 +398,24 @@ def pytest_runtest_call(item):
     if error is not None:
         raise error
     return result
+
+
+def _expected_warnings(item, found: list, error, crashed: bool):
+    """Take the WARNING an `expected_warning` test provokes on purpose out of the splats;
+    its absence is the test's failure (the path it aims at was not reached)."""
+    marker = item.get_closest_marker("expected_warning")
+    if marker is None or crashed:
+        return found, error
+    pattern = re.compile(marker.args[0])
+    expected = [s for s in found if s.kind == "WARNING" and pattern.search(s.excerpt)]
+    if expected:
+        item.add_report_section("call", "expected kernel WARNING", "\n\n".join(s.excerpt for s in expected))
+    elif error is None:
+        error = pytest.fail.Exception(
+            f"the kernel WARNING this test provokes (matching {pattern.pattern!r}) did not occur",
+            pytrace=False,
+        )
+    return [s for s in found if s not in expected], error
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

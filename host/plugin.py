@@ -456,10 +456,21 @@ def pytest_pyfunc_call(pyfuncitem):
     if answer.outcome == "skipped":
         pytest.skip(answer.message)
     if answer.outcome != "passed":
-        where = answer.traceback.strip().splitlines()
-        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
-        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
+        raise _guest_failure(pyfuncitem.module, answer)
     return True
+
+
+def _guest_failure(module, answer) -> BaseException:
+    """What a failed guest test raises on the host. An assertion of a class the test module
+    defines (the agent's message starts with its name) comes back as that class, so that
+    xfail(raises=...) can tell it from any other failure."""
+    name = answer.message.partition(":")[0]
+    cls = getattr(module, name, None)
+    if answer.outcome == "failed" and isinstance(cls, type) and issubclass(cls, AssertionError):
+        return cls(answer.message)
+    where = answer.traceback.strip().splitlines()
+    detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
+    return pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, config):

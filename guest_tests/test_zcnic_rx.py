@@ -65,18 +65,23 @@ def test_zero_copy_rss_steered(nic):
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_count"] == 0
     assert flow_queue_packets(res, 1) > 0 and res["qdelta"]["1"]["unreadable"] == 1
+    assert res["bound_after"] == [] and res["pins_after"] == 0, res
 
 
 def test_netlink_shows_io_uring_provider(nic):
     """While bound: queue-get has an io-uring nest on queue 1 only; page-pool-get lists one
     io-uring pool of zc0 on that queue's NAPI with the ring's buffers in flight, and the
-    area is pinned. Once the ring closes, the queue is unbound and the area unpinned."""
+    area is pinned. Once a flow went through it and the ring closed, the queue is unbound
+    and the area unpinned."""
     pins0 = pinned_pages()
+    port, lst, peer = tcp_flow("ipv4", MiB)
+    nic.ntuple("ipv4", port, action=1)
     rx = nic.rx(1, area_pages=1024)
     queue = nic.queues()[1]
     bound = nic.bound_queues()
     pools = nic.io_uring_pools()
     pins_bound = pinned_pages() - pins0
+    st = receive_flow(rx, lst, peer)
     rx.close()
     assert queue["io-uring"] == {"rx-buf-len": PAGE_SIZE} and queue["ifindex"] == nic.ifindex, queue
     assert bound == [1]
@@ -86,6 +91,7 @@ def test_netlink_shows_io_uring_provider(nic):
     assert pool["inflight"] == 256, "zcnic posts a full rx ring (256) from the pool"
     assert "detach-time" not in pool
     assert pins_bound >= 1024, "the 1024-page area is pinned while bound"
+    assert st.final == 0 and bytes(st.data) == peer.data, (st.final, len(st.data))
     assert nic.wait_unbound() == []
     assert wait_pins(pins0)[0] == pins0, "the area is still pinned after the ring closed"
 
@@ -93,6 +99,7 @@ def test_netlink_shows_io_uring_provider(nic):
 def test_qstats_count_zero_copy_flow(nic):
     """netdev qstats-get (scope queue), growth during the transfer: the bound queue carries
     the flow, checksums were validated by the NIC (csum-unnecessary), nothing dropped."""
+    pins0 = pinned_pages()
     port, lst, peer = tcp_flow("ipv4", MiB)
     nic.ntuple("ipv4", port, action=1)
     rx = nic.rx(1)
@@ -104,12 +111,14 @@ def test_qstats_count_zero_copy_flow(nic):
         for q, a in nic.qstats().items()
     }
     assert st.final == 0 and bytes(st.data) == peer.data, summary(st, peer.data, rx)
+    rx.close()
     q1 = grown[1]
     assert q1["rx-bytes"] >= MiB and q1["rx-packets"] > 0, q1
     assert q1["rx-csum-unnecessary"] > 0 and q1["rx-csum-bad"] == 0
     assert q1["rx-hw-drops"] == 0 and q1["rx-hw-drop-overruns"] == 0
     others = {q: grown[q]["rx-bytes"] for q in (0, 2, 3)}
     assert all(b < 16 << 10 for b in others.values()), f"only ARP/ND expected elsewhere: {others}"
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
 
 
 class HeldFlow:
@@ -193,6 +202,7 @@ def test_refill_ring_dry_drops_then_recovers(nic, family):
 def test_alloc_fail_event(nic):
     """ZCRX_EVENT_ALLOC_FAIL (enabled in event_desc.type_mask) fires once when the provider
     has no buffer left; ARM_EVENT is refused before it fired and re-arms it afterwards."""
+    pins0 = pinned_pages()
     flow = HeldFlow(nic, "ipv4")
     arm_before_fired = errno_of(flow.rx.z.arm_event, ALLOC_FAIL)
     flow.start()
@@ -205,13 +215,14 @@ def test_alloc_fail_event(nic):
     assert events_while_dry == [ALLOC_FAIL], "exactly one event until re-armed"
     assert arm_after_fired == 0
     assert res["final"] == 0 and res["match"], res
-    assert nic.wait_unbound() == []
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
 
 
 def test_recv_zc_on_foreign_ifq_fails(nic):
     """Two ifqs (queues 1 and 2) on one ring; the flow lands on queue 2 but RECV_ZC names
     the ifq of queue 1: its net_iovs belong to another provider, the request ends -EFAULT
     without data; RECV_ZC with the right ifq then takes the whole stream zero copy."""
+    pins0 = pinned_pages()
     port, lst, peer = tcp_flow("ipv4", 256 << 10)
     nic.ntuple("ipv4", port, action=2)
     args_b = ZcrxArgs(rq_entries=1024, area_len=512 * PAGE_SIZE, nodev=False, if_idx=nic.ifindex, if_rxq=2)
@@ -235,4 +246,4 @@ def test_recv_zc_on_foreign_ifq_fails(nic):
     assert bound == [1, 2]
     assert wrong.final == -errno.EFAULT and len(wrong.data) == 0, (wrong.final, len(wrong.data))
     assert res["final"] == 0 and res["match"] and res["stats"]["copy_count"] == 0, res
-    assert nic.wait_unbound() == []
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0

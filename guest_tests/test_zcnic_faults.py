@@ -13,43 +13,13 @@ import os
 
 import pytest
 
-from guest_tests.lib.defer import defer
-from guest_tests.lib.flow import qdelta, receive_flow, summary
-from guest_tests.lib.nic import IFNAME, port_for, qstat, sh
-from guest_tests.lib.peer import Peer, listener
+from guest_tests.lib.flow import zc_transfer
+from guest_tests.lib.nic import IFNAME, qstat, sh
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.util import pinned_pages, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.faults, pytest.mark.in_guest]
 
 MiB = 1 << 20
-
-
-def zc_transfer(nic, family="ipv4", bind=1, steer=1, size=MiB, knobs=None, event_mask=0):
-    """Bind a zcrx to queue `bind`, steer one TCP flow to queue `steer` (ntuple), arm
-    `knobs` for the transfer, receive `size` bytes with RECV_ZC; then unbind, disarm and
-    observe what is left (bound queues, pins, io_uring page pools)."""
-    pins0 = pinned_pages()
-    port = port_for(size & 0xFFFF)
-    lst = listener(family, port)
-    defer(lst.close)
-    peer = Peer(family, port, size, seed=port)
-    defer(peer.kill)
-    nic.ntuple(family, port, action=steer)
-    armed = [nic.arm(k, v) for k, v in (knobs or {}).items()]
-    rx = nic.rx(bind, area_pages=1024, event_mask=event_mask)
-    s0 = nic.stats()  # after the bind: it restarts the queue, which resets its counters
-    st = receive_flow(rx, lst, peer)
-    out = summary(st, peer.data, rx)
-    out["qdelta"] = qdelta(s0, nic.stats())
-    rx.close()
-    for knob in armed:
-        knob.exec()
-    out["peer"] = peer.result()
-    out["bound_after"] = nic.wait_unbound()
-    out["pins_after"] = wait_pins(pins0)[0] - pins0
-    out["pools_after"] = nic.wait_no_pools()
-    return out
 
 
 def fault_datapath(nic, name, value, bind=1, steer=1, family="ipv4"):

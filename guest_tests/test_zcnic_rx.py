@@ -2,20 +2,26 @@
 copy (struct zcrx_stats copy_count == 0) and intact; the same flow on an unbound queue
 goes through the copy fallback; the refill ring running dry drops frames (no_buf_drops)
 and raises ZCRX_EVENT_ALLOC_FAIL, and TCP recovers once the buffers come back.
-
-Guest side: guest_tests/scenarios/zcnic.py (veth pair, sender in netns `remote`).
+Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
+import time
+from types import SimpleNamespace
 
 import pytest
 
-pytestmark = pytest.mark.zcnic
+from guest_tests.lib.defer import defer
+from guest_tests.lib.flow import HW_DROPS, Stream, pump, receive_flow, summary, tcp_flow, zc_transfer
+from guest_tests.lib.peer import accept
+from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.util import errno_of, give_back, pinned_pages, wait_pins
+
+pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
 MiB = 1 << 20
-PAGE = 4096
-ALLOC_FAIL = 0  # ZCRX_EVENT_ALLOC_FAIL: the event CQE's res
-HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")  # ethtool -S, summed in rx-hw-drops
+ALLOC_FAIL = U.ZCRX_EVENT_ALLOC_FAIL  # also the event CQE's res
 
 
 def flow_queue_packets(res, queue):
@@ -25,9 +31,9 @@ def flow_queue_packets(res, queue):
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_zero_copy_on_bound_queue(nic, nic_cached, family):
+def test_zero_copy_on_bound_queue(nic, family):
     """ntuple rule to the bound queue: every byte arrives as a zcrx CQE into the area, none copied."""
-    res = nic_cached(nic, "transfer", family=family, bind=1, steer=1, size=2 * MiB)
+    res = zc_transfer(nic, family, bind=1, steer=1, size=2 * MiB)
     assert res["final"] == 0 and res["bytes"] == 2 * MiB, res
     assert res["match"], f"payload differs: sha {res['sha_got']} != {res['sha_sent']}"
     assert res["stats"] == {"copy_count": 0, "copy_bytes": 0}, "data was copied, not zero copy"
@@ -40,10 +46,10 @@ def test_zero_copy_on_bound_queue(nic, nic_cached, family):
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_copy_fallback_on_unbound_queue(nic, nic_cached, family):
+def test_copy_fallback_on_unbound_queue(nic, family):
     """The same flow steered to queue 2 while queue 1 is bound: readable page-pool pages,
     so RECV_ZC copies every byte into the area (zcrx_stats copy_bytes == all of it)."""
-    res = nic_cached(nic, "transfer", family=family, bind=1, steer=2, size=MiB)
+    res = zc_transfer(nic, family, bind=1, steer=2, size=MiB)
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_bytes"] == MiB
     assert 0 < res["stats"]["copy_count"] <= res["cqes"]
@@ -52,79 +58,192 @@ def test_copy_fallback_on_unbound_queue(nic, nic_cached, family):
     assert res["pins_after"] == 0
 
 
-def test_zero_copy_rss_steered(nic, nic_cached):
+def test_zero_copy_rss_steered(nic):
     """No ntuple rule: RSS weights 0 1 0 0 put every flow on the bound queue 1."""
-    res = nic_cached(nic, "transfer", bind=1, rss=[0, 1, 0, 0], size=MiB)
+    nic.rss_weights([0, 1, 0, 0])
+    res = zc_transfer(nic, bind=1, steer=None, size=MiB)
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_count"] == 0
     assert flow_queue_packets(res, 1) > 0 and res["qdelta"]["1"]["unreadable"] == 1
+    assert res["bound_after"] == [] and res["pins_after"] == 0, res
 
 
-def test_netlink_shows_io_uring_provider(nic, nic_cached):
+def test_netlink_shows_io_uring_provider(nic):
     """While bound: queue-get has an io-uring nest on queue 1 only; page-pool-get lists one
-    io-uring pool of zc0 on that queue's NAPI with the ring's buffers in flight."""
-    res = nic_cached(nic, "transfer", bind=1, steer=1, size=MiB, probe=True)
-    q = res["queue_get"]
-    assert q["io-uring"] == {"rx-buf-len": PAGE} and q["ifindex"] == nic.ifindex, q
-    assert res["bound"] == [1]
-    [pool] = res["pools"]
-    assert pool["io-uring"] == {"rx-buf-len": PAGE}
-    assert pool["ifindex"] == nic.ifindex and pool["napi-id"] == q["napi-id"], (pool, q)
+    io-uring pool of zc0 on that queue's NAPI with the ring's buffers in flight, and the
+    area is pinned. Once a flow went through it and the ring closed, the queue is unbound
+    and the area unpinned."""
+    pins0 = pinned_pages()
+    port, lst, peer = tcp_flow("ipv4", MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=1024)
+    queue = nic.queues()[1]
+    bound = nic.bound_queues()
+    pools = nic.io_uring_pools()
+    pins_bound = pinned_pages() - pins0
+    st = receive_flow(rx, lst, peer)
+    rx.close()
+    assert queue["io-uring"] == {"rx-buf-len": PAGE_SIZE} and queue["ifindex"] == nic.ifindex, queue
+    assert bound == [1]
+    [pool] = pools
+    assert pool["io-uring"] == {"rx-buf-len": PAGE_SIZE}
+    assert pool["ifindex"] == nic.ifindex and pool["napi-id"] == queue["napi-id"], (pool, queue)
     assert pool["inflight"] == 256, "zcnic posts a full rx ring (256) from the pool"
     assert "detach-time" not in pool
-    assert res["pins_bound"] >= 1024, "the 1024-page area is pinned while bound"
-    assert res["bound_after"] == [] and res["pins_after"] == 0
+    assert pins_bound >= 1024, "the 1024-page area is pinned while bound"
+    assert st.final == 0 and bytes(st.data) == peer.data, (st.final, len(st.data))
+    assert nic.wait_unbound() == []
+    assert wait_pins(pins0)[0] == pins0, "the area is still pinned after the ring closed"
 
 
-def test_qstats_count_zero_copy_flow(nic, nic_cached):
+def test_qstats_count_zero_copy_flow(nic):
     """netdev qstats-get (scope queue), growth during the transfer: the bound queue carries
     the flow, checksums were validated by the NIC (csum-unnecessary), nothing dropped."""
-    res = nic_cached(nic, "transfer", bind=1, steer=1, size=MiB, probe=True)
-    q1 = res["qstats"]["1"]
+    pins0 = pinned_pages()
+    port, lst, peer = tcp_flow("ipv4", MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1)
+    before = nic.qstats()  # after the bind: it restarts the queue, which resets its counters
+    st = receive_flow(rx, lst, peer)
+    # read while still bound: unbinding restarts the queue again
+    grown = {
+        q: {k: v - before[q].get(k, 0) for k, v in a.items() if k.startswith("rx-")}
+        for q, a in nic.qstats().items()
+    }
+    assert st.final == 0 and bytes(st.data) == peer.data, summary(st, peer.data, rx)
+    rx.close()
+    q1 = grown[1]
     assert q1["rx-bytes"] >= MiB and q1["rx-packets"] > 0, q1
     assert q1["rx-csum-unnecessary"] > 0 and q1["rx-csum-bad"] == 0
     assert q1["rx-hw-drops"] == 0 and q1["rx-hw-drop-overruns"] == 0
-    others = {q: res["qstats"][q]["rx-bytes"] for q in ("0", "2", "3")}
+    others = {q: grown[q]["rx-bytes"] for q in (0, 2, 3)}
     assert all(b < 16 << 10 for b in others.values()), f"only ARP/ND expected elsewhere: {others}"
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
+
+
+class HeldFlow:
+    """A 1 MiB flow steered to queue 1 of zc0 with its RX ring cut to 64 entries, bound by
+    a zcrx with a 128-page area and ZCRX_EVENT_ALLOC_FAIL enabled; the receiver keeps every
+    buffer it gets until told to give them back."""
+
+    queue = 1
+
+    def __init__(self, nic, family):
+        err, extack = nic.rings(rx=64)
+        assert err == 0, extack
+        port, self.lst, self.peer = tcp_flow(family, MiB)
+        nic.ntuple(family, port, action=self.queue)
+        self.nic = nic
+        self.rx = nic.rx(self.queue, area_pages=128, rq_entries=256, event_mask=1 << ALLOC_FAIL)
+        self.stream = Stream()
+
+    def start(self):
+        """The peer sends; RECV_ZC is armed on its connection."""
+        self.peer.start()
+        self.conn = accept(self.lst, self.peer)
+        defer(self.conn.close)
+        self.ud = self.rx.ring.submit_recv_zc(self.conn.fileno(), self.rx.z.id)
+
+    def no_buf_drops(self):
+        return self.nic.stats()[f"rx{self.queue}_no_buf_drops"]
+
+    def hold_until_dry(self, timeout=60.0):
+        """Collect CQEs without returning a buffer until zcnic dropped a frame for want of
+        posted buffers and the ALLOC_FAIL event arrived (or `timeout`)."""
+        drops0 = self.no_buf_drops()
+        deadline = time.monotonic() + timeout
+        fd = self.conn.fileno()
+        while time.monotonic() < deadline:
+            self.ud = pump(self.rx, fd, self.stream, self.ud, refill=False, idle=1.0, timeout=10)
+            if self.no_buf_drops() > drops0 and self.stream.events:
+                return
+
+    def give_back_and_finish(self, timeout=120.0):
+        """Return every held buffer and receive the rest of the stream: its summary()."""
+        give_back(self.rx.z, self.stream.held)
+        self.stream.held = []
+        pump(self.rx, self.conn.fileno(), self.stream, self.ud, timeout=timeout)
+        self.conn.close()
+        return summary(self.stream, self.peer.data, self.rx)
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_refill_ring_dry_drops_then_recovers(nic, nic_cached, family):
+def test_refill_ring_dry_drops_then_recovers(nic, family):
     """128-page area, 64-entry NIC ring, the user holds every buffer: the NIC runs out of
     posted buffers and drops (no_buf_drops, qstats hw-drops); after the buffers are returned
     TCP retransmits and the stream completes intact and zero copy."""
-    res = nic_cached(nic, "refill_dry", family=family)
-    dry = res["dry"]
-    assert dry["no_buf_drops"] > 0 and dry["posted"] < 64, dry
-    # qstats rx-hw-drops is zcnic's no_buf + fault + too_big drops. TCP retransmits into the
-    # dry ring while the counters are read, so it lies between the ethtool -S reads around it.
-    hw_drops = res["dry_qstats"]["rx-hw-drops"]
-    drops_before = sum(dry[f] for f in HW_DROPS)
-    drops_after = sum(res["dry_later"][f] for f in HW_DROPS)
-    assert drops_before <= hw_drops <= drops_after, (drops_before, hw_drops, res["dry_later"])
-    assert dry["alloc_fail"] > 0 and res["dry_qstats"]["rx-alloc-fail"] > 0
-    assert 0 < res["held_bytes"] < MiB and res["held_buffers"] <= 128
+    pins0 = pinned_pages()
+    flow = HeldFlow(nic, family)
+    q = flow.queue
+    # the bind restarted the queue (fresh counters); no frame of the flow has come yet
+    s0, d0 = nic.stats(), nic.qstats()[q]
+    flow.start()
+    flow.hold_until_dry()
+    # TCP keeps retransmitting into the dry ring, so the drop counters move while they are
+    # read: the queue's qstats rx-hw-drops (no_buf + fault + too_big drops, the same
+    # counters as ethtool -S) is read between two ethtool -S reads, and as the counters
+    # only grow, it lies between their sums whatever arrives in between.
+    s1, d1, s2 = nic.stats(), nic.qstats()[q], nic.stats()
+    held_bytes, held_buffers = len(flow.stream.data), len(flow.stream.held)
+    res = flow.give_back_and_finish()
+    flow.rx.close()
+    grown = {f: s1[f"rx{q}_{f}"] - s0[f"rx{q}_{f}"] for f in ("no_buf_drops", "alloc_fail")}
+    assert grown["no_buf_drops"] > 0 and s1[f"rx{q}_posted"] < 64, (grown, s1[f"rx{q}_posted"])
+    drops_before = sum(s1[f"rx{q}_{f}"] for f in HW_DROPS)
+    drops_after = sum(s2[f"rx{q}_{f}"] for f in HW_DROPS)
+    assert drops_before <= d1["rx-hw-drops"] <= drops_after, (drops_before, d1, drops_after)
+    assert grown["alloc_fail"] > 0 and d1["rx-alloc-fail"] - d0["rx-alloc-fail"] > 0, (grown, d0, d1)
+    assert 0 < held_bytes < MiB and held_buffers <= 128
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_count"] == 0
-    assert res["bound_after"] == [] and res["pins_after"] == 0
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
 
 
-def test_alloc_fail_event(nic, nic_cached):
+def test_alloc_fail_event(nic):
     """ZCRX_EVENT_ALLOC_FAIL (enabled in event_desc.type_mask) fires once when the provider
     has no buffer left; ARM_EVENT is refused before it fired and re-arms it afterwards."""
-    res = nic_cached(nic, "refill_dry", family="ipv4")
-    assert res["arm_before_fired"] == errno.EINVAL
-    assert res["events_while_dry"] == [ALLOC_FAIL], "exactly one event until re-armed"
-    assert res["arm_after_fired"] == 0
+    pins0 = pinned_pages()
+    flow = HeldFlow(nic, "ipv4")
+    arm_before_fired = errno_of(flow.rx.z.arm_event, ALLOC_FAIL)
+    flow.start()
+    flow.hold_until_dry()
+    events_while_dry = list(flow.stream.events)
+    arm_after_fired = errno_of(flow.rx.z.arm_event, ALLOC_FAIL)
+    res = flow.give_back_and_finish()
+    flow.rx.close()
+    assert arm_before_fired == errno.EINVAL
+    assert events_while_dry == [ALLOC_FAIL], "exactly one event until re-armed"
+    assert arm_after_fired == 0
+    assert res["final"] == 0 and res["match"], res
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
 
 
 def test_recv_zc_on_foreign_ifq_fails(nic):
     """Two ifqs (queues 1 and 2) on one ring; the flow lands on queue 2 but RECV_ZC names
     the ifq of queue 1: its net_iovs belong to another provider, the request ends -EFAULT
     without data; RECV_ZC with the right ifq then takes the whole stream zero copy."""
-    res = nic.call("foreign_ifq")
-    assert res["bound"] == [1, 2]
-    assert res["wrong_ifq"]["final"] == -errno.EFAULT and res["wrong_ifq"]["bytes"] == 0, res
-    right = res["right_ifq"]
-    assert right["final"] == 0 and right["match"] and right["stats"]["copy_count"] == 0, right
-    assert res["bound_after"] == []
+    pins0 = pinned_pages()
+    port, lst, peer = tcp_flow("ipv4", 256 << 10)
+    nic.ntuple("ipv4", port, action=2)
+    args_b = ZcrxArgs(rq_entries=1024, area_len=512 * PAGE_SIZE, nodev=False, if_idx=nic.ifindex, if_rxq=2)
+    defer(args_b.close)  # after the ring's close (defer runs last first)
+    rx = nic.rx(1, area_pages=512)
+    rx_b = SimpleNamespace(ring=rx.ring, z=rx.ring.register_zcrx(args_b))
+    bound = nic.bound_queues()
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    wrong = Stream()
+    ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
+    pump(rx, conn.fileno(), wrong, ud, timeout=10, idle=3)
+    # the right ifq takes the same socket's data, zero copy
+    right = Stream()
+    ud = rx.ring.submit_recv_zc(conn.fileno(), rx_b.z.id)
+    pump(rx_b, conn.fileno(), right, ud, timeout=60)
+    conn.close()
+    res = summary(right, peer.data, rx_b)
+    rx.close()
+    assert bound == [1, 2]
+    assert wrong.final == -errno.EFAULT and len(wrong.data) == 0, (wrong.final, len(wrong.data))
+    assert res["final"] == 0 and res["match"] and res["stats"]["copy_count"] == 0, res
+    assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0

@@ -1,14 +1,16 @@
 """A zcrx receive stream on zcnic, observed: CQEs collected from a ring (pump), the
-payload and zcrx stats (summary), per-queue `ethtool -S` counter growth (qdelta).
-Shared by the in_guest zcnic tests and scenarios/zcnic.py."""
+payload and zcrx stats (summary), per-queue `ethtool -S` counter growth (qdelta); a
+whole zero-copy transfer through a bound queue (zc_transfer). Shared by the zcnic tests."""
 
 import errno
 import time
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.nic import EV_UD, qstat
-from guest_tests.lib.peer import accept
-from guest_tests.zcrx.util import give_back, sha256
+from guest_tests.lib.nic import EV_UD, port_for, qstat
+from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.zcrx.util import give_back, pinned_pages, sha256, wait_pins
+
+MiB = 1 << 20
 
 
 class Stream:
@@ -67,6 +69,43 @@ def receive_flow(rx, lst, peer, timeout=120.0):
     pump(rx, conn.fileno(), st, ud, timeout=timeout)
     conn.close()
     return st
+
+
+def tcp_flow(family, size):
+    """A listener on zc0's address and a Peer in netns `remote` that sends it `size`
+    pattern bytes once started: (port, listener, peer), both gone after the test."""
+    port = port_for(size & 0xFFFF)
+    lst = listener(family, port)
+    defer(lst.close)
+    peer = Peer(family, port, size, seed=port)
+    defer(peer.kill)
+    return port, lst, peer
+
+
+def zc_transfer(nic, family="ipv4", bind=1, steer=1, size=MiB, knobs=None, event_mask=0):
+    """Bind a zcrx to queue `bind`, steer one TCP flow to queue `steer` (an ntuple rule;
+    None: wherever RSS puts it), arm `knobs` for the transfer, receive `size` bytes with
+    RECV_ZC; then unbind, disarm and observe what is left (bound queues, pins, io_uring
+    page pools). The summary() of the stream, with the per-queue counter growth (qdelta)
+    and the peer's own report."""
+    pins0 = pinned_pages()
+    port, lst, peer = tcp_flow(family, size)
+    if steer is not None:
+        nic.ntuple(family, port, action=steer)
+    armed = [nic.arm(k, v) for k, v in (knobs or {}).items()]
+    rx = nic.rx(bind, area_pages=1024, event_mask=event_mask)
+    s0 = nic.stats()  # after the bind: it restarts the queue, which resets its counters
+    st = receive_flow(rx, lst, peer)
+    out = summary(st, peer.data, rx)
+    out["qdelta"] = qdelta(s0, nic.stats())
+    rx.close()
+    for knob in armed:
+        knob.exec()
+    out["peer"] = peer.result()
+    out["bound_after"] = nic.wait_unbound()
+    out["pins_after"] = wait_pins(pins0)[0] - pins0
+    out["pools_after"] = nic.wait_no_pools()
+    return out
 
 
 def summary(st, peer_data, rx):

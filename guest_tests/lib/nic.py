@@ -394,7 +394,8 @@ class NicEnv:
         sh(f"ip link set {IFNAME} up")
 
     def ntuple(self, family: str, port: int, action=None, context=None) -> int:
-        """ethtool -N: TCP to local `port` -> queue `action` (-1: drop) or RSS `context`."""
+        """ethtool -N: TCP to local `port` -> queue `action` (-1: drop) or RSS `context`;
+        deleted after the test unless the device is gone (a test may remove it)."""
         target = f"context {context}" if context is not None else f"action {action}"
         out = sh(f"ethtool -N {IFNAME} flow-type {FLOW_TYPE[family]} dst-port {port} {target}").stdout
         rule = int(out.split()[-1])

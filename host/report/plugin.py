@@ -17,7 +17,6 @@ import pytest
 
 from host.errors import BootError, LabError
 from host.report import splat
-from host.report.shared import SharedRuns
 from host.vm import kmsg
 from host.vm.guest import Guest
 from host.vm.ssh import GuestTimeout
@@ -92,7 +91,6 @@ class Lab:
         self.boot_times: list[float] = []
         self.boot_splats: list[splat.Splat] = []
         self.charged: dict[str, list[str]] = {}
-        self.shared = SharedRuns()  # guest runs several tests judge (Guest.cached)
         self.settle_limit = SETTLE_LIMIT
         self.settle_wait = 0.0
         self.settle_waits: dict[str, float] = {}  # test -> seconds its ring teardown ran on
@@ -359,12 +357,12 @@ def ynl_path(lab) -> str:
 
 
 @pytest.fixture
-def guest(request, lab, _kernel_recorded) -> Guest:
+def guest(lab, _kernel_recorded) -> Guest:
     try:
         vm = lab.ensure_vm()
     except LabError as exc:
         lab.boot_failed(exc)
-    return Guest(vm, lab.timeout(), shared=lab.shared, test=request.node.nodeid)
+    return Guest(vm, lab.timeout())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -384,17 +382,14 @@ def pytest_runtest_call(item):
     found, error = _expected_warnings(item, found, error, crashed)
     if found:
         lab.charged[item.nodeid] = [str(s) for s in found]
-        lab.shared.charge(item.nodeid, lab.charged[item.nodeid])
-    inherited = lab.shared.inherited(item.nodeid)  # a shared run's splat, charged to its runner
     if crashed:
         why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
         vm.kill()  # restarted by the next test's guest fixture
         detail = splat.summary(found) if found else "console tail:\n" + "\n".join(console.splitlines()[-25:])
         raise pytest.fail.Exception(f"{why} during this test; {detail}", pytrace=False)
-    if found or inherited:
+    if found:
         prefix = f"{type(error).__name__}: {error}\n" if error else ""
-        text = "\n".join(inherited + ([splat.summary(found)] if found else []))
-        raise pytest.fail.Exception(prefix + text, pytrace=False)
+        raise pytest.fail.Exception(prefix + splat.summary(found), pytrace=False)
     if error is not None:
         raise error
     return result
@@ -466,9 +461,7 @@ def pytest_pyfunc_call(pyfuncitem):
     if answer.outcome == "xfailed":
         pytest.xfail(answer.message)
     if answer.outcome != "passed":
-        where = answer.traceback.strip().splitlines()
-        detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
-        raise pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
+        raise _guest_failure(pyfuncitem.module, answer)
     return True
 
 
@@ -496,6 +489,19 @@ def guest_request(pyfuncitem):
                 "parameters only"
             )
     return request
+
+
+def _guest_failure(module, answer) -> BaseException:
+    """What a failed guest test raises on the host. An assertion of a class the test module
+    defines (the agent's message starts with its name) comes back as that class, so that
+    xfail(raises=...) can tell it from any other failure."""
+    name = answer.message.partition(":")[0]
+    cls = getattr(module, name, None)
+    if answer.outcome == "failed" and isinstance(cls, type) and issubclass(cls, AssertionError):
+        return cls(answer.message)
+    where = answer.traceback.strip().splitlines()
+    detail = "\n".join(where[-12:]) if answer.outcome == "error" else ""
+    return pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, config):

@@ -6,7 +6,6 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from guest_tests.contract import AGENT, MARKER, TestAnswer, TestRequest
-from host.report.shared import SharedRuns
 from host.vm.qemu import VM
 from host.vm.ssh import ChannelClosed, Result
 
@@ -28,15 +27,10 @@ class GuestCallError(AssertionError):
     traceback and output."""
 
 
-ScenarioError = GuestCallError  # the older name
-
-
 class Guest:
-    def __init__(self, vm: VM, timeout: float, shared: SharedRuns | None = None, test: str = ""):
+    def __init__(self, vm: VM, timeout: float):
         self.vm = vm
         self.timeout = timeout
-        self.shared = shared if shared is not None else SharedRuns()
-        self.test = test  # the pytest node id this guest serves
 
     @property
     def release(self) -> str:
@@ -64,13 +58,11 @@ class Guest:
         return TestAnswer(**json.loads(line)), agent.channel.take_stderr()
 
     def call(self, target: str, timeout: float | None = None, envs: dict | None = None, **kwargs):
-        """Run the guest function TARGET ("guest_tests.bench:one_round", or "scenarios.zcnic:transfer"
-        for guest_tests.scenarios.zcnic) with KWARGS (and the guest environments ENVS: name ->
-        settings) in the boot's agent; return its value. Raises GuestCallError with the guest's
-        traceback when it raises, pytest's skip when it skips."""
+        """Run the guest function TARGET ("guest_tests.bench:one_round") with KWARGS (and the
+        guest environments ENVS: name -> settings) in the boot's agent; return its value.
+        Raises GuestCallError with the guest's traceback when it raises, pytest's skip when
+        it skips."""
         module, _, function = target.partition(":")
-        if not module.startswith("guest_tests."):
-            module = f"guest_tests.{module}"
         answer, output = self.run_test(TestRequest(module, function, kwargs, envs or {}), timeout)
         if answer.outcome == "passed":
             return answer.value
@@ -83,13 +75,6 @@ class Guest:
             f"guest {target} {answer.outcome}: {answer.message}\n{answer.traceback}"
             + (f"\nits output:\n{tail}" if tail.strip() else "")
         )
-
-    def cached(self, target: str, timeout: float | None = None, **kwargs):
-        """call(), once per session for each (target, kwargs): every test that asks for it
-        judges the same result. A kernel splat while the first test ran it fails each of
-        them (the plugin asks `shared.inherited()`)."""
-        key = (target, json.dumps(kwargs, sort_keys=True))
-        return self.shared.get(key, self.test, lambda: self.call(target, timeout=timeout, **kwargs))
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Guest-side entry point, the only way guest code runs for the host: guest test
 functions, and the guest functions host code calls for a value (host.vm.guest
-Guest.call: the bench's rounds, the scenarios of the tests not yet moved in).
+Guest.call: the bench's rounds).
 
 `python3 -m guest_tests.agent --serve` stays up for the whole boot: the host
 sends one request per line on stdin,

@@ -44,7 +44,7 @@ def nodev(guest) -> GuestEnv:
 
 @pytest.fixture
 def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
-    """For in_guest tests: NicEnv with zc0 on the test NIC (lib/lowers.py Tap); the host
+    """For in_guest tests: NicEnv with zc0 on the test NIC (lib/topology.py Tap); the host
     sends from the tap (host_flow)."""
     if not lab.vm.tap:
         pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")

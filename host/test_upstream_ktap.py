@@ -20,7 +20,7 @@ def test_parse_ktap():
 
 
 def test_netdrv_env_names_the_veth_topology():
-    from guest_tests.lib.lowers import ADDR, NETNS
+    from guest_tests.lib.topology import ADDR, NETNS
 
     class Nic:  # what netdrv_env reads of a NicEnv on veth
         ifname, netns, addr = "zc0", NETNS, ADDR

@@ -5,12 +5,10 @@
     veth0 ── zc0 (zcnic, 4 queues, tcp-data-split on, hds-thresh 0) 10.77.0.2/24 fd77::2/64
 
 or, for the `tapnic` environment, zc0 192.0.2.2/24 on the test NIC (eth1), the host's
-scapy on the tap as the remote end (lib/lowers.py has both).
+scapy on the tap as the remote end.
 
-Two lifetimes. The topology above is built once per agent process (`_Topology`, with
-its own undo list) and checked before every test: found missing or changed (a test
-deleted zc0, an older test's fixture tore it down, zc0 is not in its default
-configuration), it is undone and built again. Everything a test changes on top of it
+Two lifetimes. The topology above is built once per agent process and checked before
+every test (lib/topology.py). Everything a test changes on top of it
 (channels, rings, ntuple rules, RSS, XDP, fault knobs, link state, MTU) goes through a
 NicEnv method that registers its undo with `defer`, so the next test finds the default
 configuration without a reset sweep.
@@ -19,30 +17,35 @@ Netlink goes through the kernel's own YNL (guest_tests/lib/ynl.py); a request's 
 is (errno, extack message).
 """
 
-import atexit
-import errno
 import itertools
 import os
 import re
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from guest_tests.lib import lowers
 from guest_tests.lib.bpf import xdp_pass_prog
 from guest_tests.lib.defer import defer
-from guest_tests.lib.lowers import ADDR, LOWER, NETNS, PEER  # noqa: F401 - the veth kind's names
-from guest_tests.lib.ynl import Ynl, load_ynl
+from guest_tests.lib.topology import (  # noqa: F401 - the veth kind's names
+    ADDR,
+    DEF_QUEUES,
+    DEF_RING,
+    IFNAME,
+    KINDS,
+    LOWER,
+    NETNS,
+    PEER,
+    TOPOLOGY,
+    missing,
+)
+from guest_tests.lib.ynl import load_ynl
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 
-IFNAME = "zc0"
 FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
 DEBUGFS = f"/sys/kernel/debug/zcnic/{IFNAME}"
-DEF_QUEUES, DEF_RING = 4, 256
 XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 IFF_UP = 1
 EV_UD = 0xE7E7  # user_data of zcrx event CQEs
@@ -86,104 +89,6 @@ def port_for(seed):
 
 
 # ---------------------------------------------------------------------------------------
-# capability checks and the agent-lifetime topology
-
-
-def missing(lower=None):
-    """Why this kernel cannot run the zcnic tests (None if it can), in kernel terms."""
-    if not os.path.exists("/proc/self/ns/net"):
-        return "no network namespaces (CONFIG_NET_NS)"
-    why = (lower or lowers.Veth()).missing()
-    if why:
-        return why
-    if not os.path.exists("/proc/sys/net/ipv6"):
-        return "no IPv6 (CONFIG_IPV6)"
-    with Ring(8) as ring:  # a NODEV zcrx registers on any kernel with CONFIG_IO_URING_ZCRX
-        try:
-            ring.register_zcrx(rq_entries=8, area_len=PAGE_SIZE)
-        except OSError as e:
-            err = errno.errorcode.get(e.errno)
-            return f"IORING_REGISTER_ZCRX_IFQ fails with {err} (CONFIG_IO_URING_ZCRX?)"
-    return None
-
-
-class _Topology:
-    """zc0 on its lower (veth0, veth1 in netns remote; or the test NIC), addresses: built
-    once, checked per test; asked for the other lower, it is built again on that one."""
-
-    def __init__(self):
-        self.undo: list = []  # commands, run last first by teardown()
-        self.ifindex = None
-        self.lower = None  # a lib/lowers.py kind, while built
-        self.checked = set()  # lower kinds whose kernel support was checked
-
-    def _do(self, cmd, undo=None):
-        sh(cmd)
-        if undo:
-            self.undo.append(undo)
-
-    def changed(self, nl: Ynl, kind: str) -> str:
-        """What is not as built ("" if it is all ours, on that kind of lower, present and in
-        zcnic's default configuration): what tests, or upstream's selftest, left behind."""
-        lower = self.lower
-        if self.ifindex is None or lower is None or lower.kind != kind:
-            return "first" if self.ifindex is None else f"was on {lower.name}"
-        if not lower.present() or not os.path.exists(f"/sys/class/net/{IFNAME}/lower_{lower.name}"):
-            return f"{IFNAME} on {lower.name} gone"
-        if ifindex() != self.ifindex:
-            return f"someone else's {IFNAME}"
-        if "ipv6" in lower.addr:
-            v6 = socket.inet_pton(socket.AF_INET6, lower.addr["ipv6"][0]).hex()  # as if_inet6 has it
-            with open("/proc/net/if_inet6") as f:  # IPv6 addresses go with a link down
-                if not any(line.split()[0] == v6 and line.split()[-1] == IFNAME for line in f):
-                    return "IPv6 address gone"
-        header = {"header": {"dev-index": self.ifindex}}
-        rings = nl.ethtool.rings_get(header)
-        have = {k: rings.get(k) for k in ("rx", "tcp-data-split", "hds-thresh")}
-        have["combined-count"] = nl.ethtool.channels_get(header).get("combined-count")
-        with open(f"/sys/class/net/{IFNAME}/mtu") as a, open(f"/sys/class/net/{lower.name}/mtu") as b:
-            have["mtu"], want_mtu = int(a.read()), int(b.read())
-        want = {"rx": DEF_RING, "tcp-data-split": "enabled", "hds-thresh": 0}
-        want.update({"combined-count": DEF_QUEUES, "mtu": want_mtu})
-        return ", ".join(f"{k} {have[k]}" for k in want if have[k] != want[k])
-
-    def ensure(self, module, nl: Ynl, lower):
-        why = self.changed(nl, lower.kind)
-        if not why:
-            return
-        print(f"nic: building {IFNAME} on {lower.name} ({why})", file=sys.stderr)
-        self.teardown()
-        sh(f"ip link del {IFNAME}; true", check=False)  # whatever an older fixture or test left
-        if not os.path.exists("/sys/module/zcnic"):
-            sh(f"insmod {module}")  # stays loaded: other tests stack their own zcnic
-        self.lower = lower
-        lower.build(self._do)
-        self._do(f"ip link add {IFNAME} link {lower.name} type zcnic", f"ip link del {IFNAME}")
-        # a test's link down/up must not take the IPv6 address with it
-        sh(f"sysctl -qw net.ipv6.conf.{IFNAME}.keep_addr_on_down=1")
-        sh(f"ip link set {IFNAME} up")
-        lower.finish()
-        for local, _, plen in lower.addr.values():
-            sh(f"ip addr add {local}/{plen} dev {IFNAME} nodad")
-        self.ifindex = ifindex()
-        header = {"header": {"dev-index": self.ifindex}}
-        err, extack = nl.outcome(
-            nl.ethtool.rings_set, {**header, "rx": DEF_RING, "tcp-data-split": "enabled", "hds-thresh": 0}
-        )
-        if err:
-            raise RuntimeError(f"header split on {IFNAME}: {os.strerror(err)}: {extack}")
-
-    def teardown(self):
-        while self.undo:
-            sh(self.undo.pop(), check=False)
-        self.ifindex = self.lower = None
-
-
-_TOPOLOGY = _Topology()  # one per agent process
-atexit.register(_TOPOLOGY.teardown)
-
-
-# ---------------------------------------------------------------------------------------
 # the environment
 
 
@@ -195,20 +100,20 @@ class NicEnv:
     queues_default, ring_default = DEF_QUEUES, DEF_RING
 
     def __init__(self, module: str, ynl: str, lower: str = "veth"):
-        kind = lowers.KINDS[lower]()
-        if lower not in _TOPOLOGY.checked:  # once per agent: the kernel does not change under it
+        kind = KINDS[lower]()
+        if lower not in TOPOLOGY.checked:  # once per agent: the kernel does not change under it
             why = missing(kind)
             if why:
                 pytest.skip(f"kernel {os.uname().release}: {why}")
-            _TOPOLOGY.checked.add(lower)
+            TOPOLOGY.checked.add(lower)
         try:
             self.nl = load_ynl(ynl)
         except ImportError as e:
             pytest.skip(f"the kernel's YNL does not load: {e}")
-        _TOPOLOGY.ensure(module, self.nl, kind)
+        TOPOLOGY.ensure(module, self.nl, kind)
         self.lower, self.addr = kind.name, kind.addr  # addr: family -> (local, remote, prefix)
         self.netns = getattr(kind, "netns", None)
-        self.ifindex = _TOPOLOGY.ifindex
+        self.ifindex = TOPOLOGY.ifindex
         self.lower_ifindex = ifindex(kind.name)
         left = self.wait_unbound()
         if left:

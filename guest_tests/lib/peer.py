@@ -102,7 +102,7 @@ def listener(family, port=0):
 
 
 def accept(lst, peer, timeout=60.0):
-    """The peer's connection; a peer that never connects fails the scenario with its report."""
+    """The peer's connection; a peer that never connects fails the test with its report."""
     lst.settimeout(timeout)
     try:
         conn, _ = lst.accept()

@@ -1,4 +1,4 @@
-"""Helpers for scenarios: loopback TCP, payload patterns, receive loop, pins, caps, fork."""
+"""Helpers for guest tests: loopback TCP, payload patterns, receive loop, pins, caps, fork."""
 
 import ctypes
 import hashlib

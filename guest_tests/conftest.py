@@ -53,14 +53,17 @@ def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
 
 @pytest.fixture
 def host_flow(request, lab, guest) -> HostFlow:
-    """One TCP flow of `request.param` bytes from the host into the guest over the tap, sent
-    from a background thread (host/traffic.py FlowSender) that SYNs until the guest test
-    listens; joined after the test, whose verdict includes the sender's failure."""
+    """One TCP flow from the host into the guest over the tap: `request.param` is its size,
+    or a dict of HostFlow fields (size, mss, shape). Sent from a background thread
+    (host/traffic.py FlowSender) that SYNs until the guest test listens; joined after the
+    test, whose verdict includes the sender's failure (and, for the loss shape, a flow
+    that needed no retransmission: nothing was lost)."""
     from host.traffic import FlowSender
 
     if not lab.vm.tap:
         pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
-    flow = HostFlow(port=random.randint(20000, 50000), size=request.param, seed=random.getrandbits(32))
+    fields = request.param if isinstance(request.param, dict) else {"size": request.param}
+    flow = HostFlow(port=random.randint(20000, 50000), seed=random.getrandbits(32), **fields)
     # the guest test builds its environment before it listens: up to a guest timeout
     sender = FlowSender(lab.vm.tap, flow, connect_timeout=lab.timeout())
     yield flow
@@ -74,6 +77,8 @@ def host_flow(request, lab, guest) -> HostFlow:
             f"{sender.retransmits} retransmits): {sender.error}",
             pytrace=False,
         )
+    if flow.shape == "loss" and sender.retransmits == 0:
+        pytest.fail(f"the loss-shaped flow to port {flow.port} was never retransmitted", pytrace=False)
 
 
 @pytest.fixture(scope="session")

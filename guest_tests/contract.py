@@ -45,15 +45,26 @@ class TestAnswer:
     value: object = None  # what the function returned (JSON), when it passed
 
 
+# how the host's sender shapes a flow (host/traffic.py TcpFlow.send)
+SHAPES = {
+    "psh": "PSH on every segment: each one is pushed on its own",
+    "no_psh": "PSH on the last segment only: the receiver's GRO may merge the others",
+    "reorder": "each pair of new segments sent second first: the out-of-order queue",
+    "loss": "every 8th segment's first transmission dropped: the hole is retransmitted",
+}
+
+
 @dataclass
 class HostFlow:
     """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
-    bytes of payload() on, in segments of at most `mss` bytes, then FIN."""
+    bytes of payload() on, in segments of at most `mss` bytes shaped as `shape` says
+    (SHAPES), then FIN."""
 
     port: int
     size: int
     seed: int
     mss: int = 1448
+    shape: str = "psh"
 
     def payload(self) -> bytes:
         """The bytes sent: deterministic, so the guest knows what must arrive."""

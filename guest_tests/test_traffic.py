@@ -1,6 +1,7 @@
 """Real TCP from the host (scapy on the tap, host/traffic.py) into zc0 stacked on the
-multi-queue virtio-net test NIC: zero copy on a bound queue, the copy fallback on
-another, an ntuple rule picking the queue. Runs in the guest (guest_tests/agent.py) on
+multi-queue virtio-net test NIC: zero copy on a bound queue, also for flows the host
+shapes (no PSH, reordered, lossy, tiny segments), the copy fallback on another queue,
+an ntuple rule picking the queue. Runs in the guest (guest_tests/agent.py) on
 NicEnv's `tapnic` topology; the host's sender is the host_flow fixture, whose flow
 (port, size, payload seed, MSS) crosses as a contract.HostFlow.
 """
@@ -107,3 +108,38 @@ def test_ntuple_rule_picks_the_queue(tapnic, host_flow):
     check_payload(bytes(data), host_flow)
     grew = qstat(tapnic.stats(), queue, "packets") - qstat(before, queue, "packets")
     assert grew >= segments(host_flow), f"queue {queue} saw {grew} packets"
+
+
+def tcp_ext(name: str) -> int:
+    """A TcpExt counter of /proc/net/netstat."""
+    with open("/proc/net/netstat") as f:
+        lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    return int(dict(zip(lines[0][1:], lines[1][1:], strict=True))[name])
+
+
+SHAPED = {
+    "no_psh": {"size": MiB, "shape": "no_psh"},
+    "reorder": {"size": MiB, "shape": "reorder"},
+    "loss": {"size": MiB, "shape": "loss"},
+    "tiny_mss": {"size": MiB // 4, "mss": 256},
+}
+
+
+@pytest.mark.parametrize("host_flow", list(SHAPED.values()), ids=list(SHAPED), indirect=True)
+def test_zero_copy_shaped_flow(tapnic, host_flow):
+    """Flows the host shapes (contract.SHAPES; tiny_mss: 256-byte segments, a buffer each)
+    into the bound queue arrive whole and in order by zero copy; a reordered or lossy flow
+    went through TCP's out-of-order queue (TcpExt TCPOFOQueue grew), and the zcrx buffers
+    it held there reached RECV_ZC intact."""
+    queue = 1
+    tapnic.ntuple("ipv4", host_flow.port, action=queue)
+    rx = tapnic.rx(queue, area_pages=1024, rq_entries=512)
+    ofo = tcp_ext("TCPOFOQueue")
+    conn = accept(tapnic, host_flow)
+    st = zc_receive(rx, conn)
+    check_payload(bytes(st.data), host_flow)
+    stats = rx.z.stats()
+    assert stats["copy_count"] == 0, f"data on the bound queue was copied, not zero copy: {stats}"
+    assert st.final == 0, f"the RECV_ZC ended with {st.final}, not at EOF"
+    if host_flow.shape in ("reorder", "loss"):
+        assert tcp_ext("TCPOFOQueue") > ofo, "no segment went through the out-of-order queue"

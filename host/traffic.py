@@ -137,22 +137,37 @@ class TcpFlow:
                 return
         raise LabError(f"no SYN-ACK from {self.guest_ip}:{self.dport} in {timeout:.0f} s")
 
-    def send(self, data: bytes, timeout: float = 120, window_segments: int = 32) -> None:
+    def send(self, data: bytes, timeout: float = 120, window_segments: int = 32, shape: str = "psh") -> None:
+        """Send DATA in MSS-sized segments inside the guest's window, shaped (contract.SHAPES):
+        psh: PSH on every segment; no_psh: PSH on the last only (GRO may merge the rest);
+        reorder: each pair of new segments sent second first; loss: every 8th segment's
+        first transmission dropped (dupacks or the timeout make us resend)."""
         base = self.snd_una
         end = base + len(data)
         deadline = time.monotonic() + timeout
         last_progress = time.monotonic()
         dupacks = 0
+        dropped: set[int] = set()  # seqs whose first transmission the loss shape dropped
         while self.snd_una < end:
             if time.monotonic() > deadline:
                 raise LabError(f"sent {self.snd_una - base} of {len(data)} bytes in {timeout:.0f} s")
             window = min(max(self.rwnd, self.mss), window_segments * self.mss)
+            batch = []
             while self.snd_nxt < end and self.snd_nxt - self.snd_una < window:
                 n = min(self.mss, end - self.snd_nxt)
                 off = self.snd_nxt - base
-                self._send(self._segment("PA", self.snd_nxt, data[off : off + n]))
+                flags = "A" if shape == "no_psh" and self.snd_nxt + n < end else "PA"
+                batch.append((self.snd_nxt, self._segment(flags, self.snd_nxt, data[off : off + n])))
                 self.snd_nxt += n
                 self.segments += 1
+            if shape == "reorder":
+                for i in range(0, len(batch) - 1, 2):
+                    batch[i], batch[i + 1] = batch[i + 1], batch[i]
+            for seq, frame in batch:
+                if shape == "loss" and (seq - base) // self.mss % 8 == 3 and seq not in dropped:
+                    dropped.add(seq)
+                    continue
+                self._send(frame)
             seg = self._receive(0.2)
             if seg is not None:
                 if self._acked(seg):
@@ -211,7 +226,7 @@ class FlowSender(threading.Thread):
                         return
                     raise
                 self.connected = True
-                tcp.send(self.flow.payload(), timeout=self.send_timeout)
+                tcp.send(self.flow.payload(), timeout=self.send_timeout, shape=self.flow.shape)
                 tcp.close()
             finally:
                 self.segments, self.retransmits = tcp.segments, tcp.retransmits

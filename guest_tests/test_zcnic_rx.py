@@ -6,6 +6,7 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
+import os
 import time
 from types import SimpleNamespace
 
@@ -247,3 +248,53 @@ def test_recv_zc_on_foreign_ifq_fails(nic):
     assert wrong.final == -errno.EFAULT and len(wrong.data) == 0, (wrong.final, len(wrong.data))
     assert res["final"] == 0 and res["match"] and res["stats"]["copy_count"] == 0, res
     assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
+
+
+def reserve_hugepages(count):
+    """At least COUNT free 2 MiB pages (vm.nr_hugepages raised, put back after the test)."""
+    if not os.path.exists("/proc/sys/vm/nr_hugepages"):
+        pytest.skip(f"kernel {os.uname().release} has no hugetlb pages (CONFIG_HUGETLBFS)")
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        old = int(f.read())
+    with open("/proc/sys/vm/nr_hugepages", "w") as f:
+        f.write(str(old + count))
+    defer(_write, "/proc/sys/vm/nr_hugepages", str(old))
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        if int(f.read()) < old + count:
+            pytest.skip(f"could not reserve {count} huge pages")
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+@pytest.mark.parametrize("pages", [2, 16])
+def test_large_buffers_zero_copy(nic, pages):
+    """rx_buf_len of `pages` pages on a hugetlb area (physically contiguous): queue-get
+    reports that rx-buf-len, zcnic's bound queue posts buffers that big (its page pool of
+    that order), and a flow arrives whole by zero copy, no CQE longer than a buffer. A
+    veth peer sends TSO super-frames, so payloads above a page land in one buffer."""
+    reserve_hugepages(2)
+    pins0 = pinned_pages()
+    buf = pages * PAGE_SIZE
+    port, lst, peer = tcp_flow("ipv4", 2 * MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=512, rq_entries=1024, hugetlb=True, rx_buf_len=buf)
+    assert nic.queues()[1].get("io-uring") == {"rx-buf-len": buf}
+    st = receive_flow(rx, lst, peer)
+    assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    assert 0 < st.longest <= buf, st.longest
+    rx.close()
+    assert nic.wait_unbound() == []
+    assert wait_pins(pins0)[0] == pins0, "pages still pinned after the ring closed"
+
+
+def test_rx_buf_len_above_device_limit(nic):
+    """32 pages (128 KiB) is more than zcnic takes (64 KiB): its ndo_validate_qcfg refuses
+    the queue configuration, the registration fails with EINVAL and nothing stays bound."""
+    reserve_hugepages(1)
+    err = nic.register_errno(1, rx_buf_len=32 * PAGE_SIZE, area_len=512 * PAGE_SIZE, hugetlb=True)
+    assert err == errno.EINVAL, errno.errorcode.get(err)
+    assert nic.wait_unbound() == []

@@ -7,10 +7,11 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 
 import errno
 import glob
+import socket
 
 import pytest
 
-from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE
+from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, sh
 from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
 from guest_tests.zcrx.util import pinned_pages, pinned_vm_kb, wait_pins
 
@@ -58,8 +59,13 @@ REG_CASES = {
     "bad_ifindex": (lambda nic: nic.register_errno(0, ifidx=0x7FFFFFF0), errno.ENODEV),
     # veth: no queue DMA device
     "lower_veth": (lambda nic: nic.register_errno(0, ifidx=nic.lower_ifindex), errno.EOPNOTSUPP),
-    # any rx_buf_len: zcnic lacks QCFG_RX_PAGE_SIZE
-    "rx_buf_len_page": (lambda nic: nic.register_errno(1, rx_buf_len=PAGE_SIZE), errno.EOPNOTSUPP),
+    # zcnic has QCFG_RX_PAGE_SIZE (large_buffers=1, test_rx_buf_len_not_advertised for 0)
+    "rx_buf_len_page": (lambda nic: nic.register_errno(1, rx_buf_len=PAGE_SIZE), 0),
+    # 2-page buffers out of a 3-page area: some physically contiguous run is odd
+    "rx_buf_len_2_pages_scattered_area": (
+        lambda nic: nic.register_errno(1, rx_buf_len=2 * PAGE_SIZE, area_len=3 * PAGE_SIZE),
+        errno.ERANGE,
+    ),
     "split_off": (split_off, errno.EINVAL),
     "hds_thresh_512": (hds_thresh_512, errno.EINVAL),
     "already_bound_other_ring": (lambda nic: already_bound(nic, False), errno.EEXIST),
@@ -126,8 +132,22 @@ def test_link_add_failing_late_in_register_frees_once(nic):
     nic.set_module_param("fail_register", 1)
     err, extack = nic.add_zcnic("zcx0", "zct0")
     assert err == errno.EIO, (err, extack)
-    assert nic.module_param("fail_register") == 0, "the veto was not reached"
+    assert nic.module_param("fail_register") == "0", "the veto was not reached"
     assert zcnic_dma_devices() == before, "the failed link's DMA device is still there"
     err, extack = nic.add_zcnic("zcx0", "zct0")
     assert err == 0, extack
     assert len(zcnic_dma_devices()) == len(before) + 1
+
+
+def test_rx_buf_len_not_advertised(nic):
+    """A zcnic created with large_buffers=0 does not advertise QCFG_RX_PAGE_SIZE: any
+    rx_buf_len, even PAGE_SIZE, is refused (EOPNOTSUPP) before its queue is touched; the
+    default (0) registers."""
+    nic.veth_pair("zct0", "zct1")
+    nic.set_module_param("large_buffers", 0)
+    err, extack = nic.add_zcnic("zcx0", "zct0")
+    assert err == 0, extack
+    sh("ip link set zct0 up && ip link set zcx0 up && ethtool -G zcx0 tcp-data-split on")
+    zcx0 = socket.if_nametoindex("zcx0")
+    assert nic.register_errno(1, ifidx=zcx0, rx_buf_len=PAGE_SIZE) == errno.EOPNOTSUPP
+    assert nic.register_errno(1, ifidx=zcx0) == 0

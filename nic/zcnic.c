@@ -80,6 +80,7 @@
 #define ZCNIC_KEY_SIZE		40
 #define ZCNIC_MAX_RSS_CTX	8	/* context ids 1..7 */
 #define ZCNIC_MAX_RULES		64
+#define ZCNIC_MAX_BUF_SIZE	(PAGE_SIZE << 4)	/* rx-buf-len limit */
 #define ZCNIC_HDS_MAX		1024
 #define ZCNIC_COPYBREAK		256
 
@@ -149,6 +150,7 @@ struct zcnic_rq {
 	u32 head;
 	u32 posted;
 	u32 idx;
+	u32 buf_size;		/* bytes per posted buffer (rx-buf-len) */
 	bool unreadable;
 	struct sk_buff_head fifo;
 	atomic64_t overruns;
@@ -228,6 +230,11 @@ static unsigned int fail_register;
 module_param(fail_register, uint, 0600);
 MODULE_PARM_DESC(fail_register,
 		 "the next N links fail to register after ndo_init (-EIO)");
+
+static bool large_buffers = true;
+module_param(large_buffers, bool, 0600);
+MODULE_PARM_DESC(large_buffers,
+		 "links created afterwards take rx-buf-len above PAGE_SIZE (QCFG_RX_PAGE_SIZE)");
 static struct dentry *zcnic_dbg_root;
 static struct rtnl_link_ops zcnic_link_ops;
 
@@ -672,8 +679,9 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
 {
 	dma_addr_t dma = page_pool_get_dma_addr_netmem(netmem);
 	phys_addr_t phys = dma_to_phys(rq->pp->p.dev, dma);
+	unsigned int done, n;
+	int err = 0;
 	void *va;
-	int err;
 
 	if (!dma || !pfn_valid(PHYS_PFN(phys)))
 		return false;
@@ -681,9 +689,17 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
 	    WARN_ON_ONCE(page_to_phys(netmem_to_page(netmem)) != phys))
 		return false;
 
-	va = kmap_local_pfn(PHYS_PFN(phys));
-	err = skb_copy_bits(src, off, va + offset_in_page(phys), len);
-	kunmap_local(va);
+	/* a buffer above PAGE_SIZE is physically contiguous: one page at a time */
+	for (done = 0; done < len; done += n) {
+		n = min_t(unsigned int, len - done,
+			  PAGE_SIZE - offset_in_page(phys + done));
+		va = kmap_local_pfn(PHYS_PFN(phys + done));
+		err = skb_copy_bits(src, off + done,
+				    va + offset_in_page(phys + done), n);
+		kunmap_local(va);
+		if (err)
+			break;
+	}
 
 	page_pool_dma_sync_netmem_for_cpu(rq->pp, netmem, 0, len);
 	return !err;
@@ -736,7 +752,7 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 		return;
 	}
 
-	nfrags = DIV_ROUND_UP(len - hlen, PAGE_SIZE);
+	nfrags = DIV_ROUND_UP(len - hlen, rq->buf_size);
 	if (nfrags > MAX_SKB_FRAGS) {
 		zcnic_rq_drop(rq, &rq->stats.too_big_drops);
 		return;
@@ -759,14 +775,16 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 		goto drop_skb;
 
 	for (i = 0, off = hlen; off < len; i++) {
-		unsigned int chunk = min_t(unsigned int, len - off, PAGE_SIZE);
+		unsigned int chunk = min_t(unsigned int, len - off,
+					   rq->buf_size);
 		netmem_ref netmem = zcnic_ring_pop(rq);
 
 		if (!zcnic_dma_write(rq, netmem, orig, off, chunk)) {
 			page_pool_put_full_netmem(rq->pp, netmem, true);
 			goto drop_skb;
 		}
-		skb_add_rx_frag_netmem(skb, i, netmem, 0, chunk, PAGE_SIZE);
+		skb_add_rx_frag_netmem(skb, i, netmem, 0, chunk,
+				       rq->buf_size);
 		off += chunk;
 	}
 
@@ -832,24 +850,38 @@ static int zcnic_poll(struct napi_struct *napi, int budget)
 
 /* Queue memory and lifecycle */
 
+/*
+ * A queue's memory: its ring and a page pool of buffers of the queue's
+ * rx-buf-len (@qcfg, or the queue's current configuration when NULL: a
+ * memory provider's rx_page_size survives -L/-G and link down/up).
+ */
 static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
-				       u32 ring_size)
+				       u32 ring_size,
+				       const struct netdev_queue_config *qcfg)
 {
 	struct page_pool_params pp = {
 		.flags		= PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV |
 				  PP_FLAG_ALLOW_UNREADABLE_NETMEM,
-		.order		= 0,
 		.pool_size	= ring_size,
 		.nid		= NUMA_NO_NODE,
 		.dev		= &priv->fdev->dev,
 		.netdev		= priv->dev,
 		.queue_idx	= idx,
 		.dma_dir	= DMA_FROM_DEVICE,
-		.max_len	= PAGE_SIZE,
 		.offset		= 0,
 	};
+	struct netdev_queue_config cur;
 	struct zcnic_rq *rq;
 	int err = -ENOMEM;
+	u32 buf_size;
+
+	if (!qcfg) {
+		netdev_queue_config(priv->dev, idx, &cur);
+		qcfg = &cur;
+	}
+	buf_size = qcfg->rx_page_size ?: PAGE_SIZE;
+	pp.order = get_order(buf_size);
+	pp.max_len = buf_size;
 
 	rq = kzalloc_obj(*rq, GFP_KERNEL);
 	if (!rq)
@@ -858,6 +890,7 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 	if (!rq->ring)
 		goto err_free_rq;
 	rq->ring_size = ring_size;
+	rq->buf_size = buf_size;
 	rq->idx = idx;
 	rq->priv = priv;
 	skb_queue_head_init(&rq->fifo);
@@ -983,7 +1016,7 @@ static int zcnic_reconfig(struct zcnic_priv *priv, u32 nq, u32 ring_size)
 	}
 
 	for (i = 0; i < nq; i++) {
-		new_rq[i] = zcnic_rq_alloc(priv, i, ring_size);
+		new_rq[i] = zcnic_rq_alloc(priv, i, ring_size, NULL);
 		if (IS_ERR(new_rq[i])) {
 			err = PTR_ERR(new_rq[i]);
 			while (i--)
@@ -1039,7 +1072,7 @@ static int zcnic_queue_mem_alloc(struct net_device *dev,
 	qmem->rq = NULL;
 	if (zcnic_fault_take(&priv->fail_queue_mem_alloc))
 		return -ENOMEM;
-	rq = zcnic_rq_alloc(priv, idx, priv->ring_size);
+	rq = zcnic_rq_alloc(priv, idx, priv->ring_size, qcfg);
 	if (IS_ERR(rq))
 		return PTR_ERR(rq);
 	qmem->rq = rq;
@@ -1118,7 +1151,56 @@ static struct device *zcnic_queue_get_dma_dev(struct net_device *dev, int idx)
 	return &priv->fdev->dev;
 }
 
+/**
+ * zcnic_default_qcfg() - a queue's configuration before a provider's
+ * @dev: zcnic device
+ * @qcfg: filled with PAGE_SIZE buffers
+ */
+static void zcnic_default_qcfg(struct net_device *dev,
+			       struct netdev_queue_config *qcfg)
+{
+	qcfg->rx_page_size = PAGE_SIZE;
+}
+
+/**
+ * zcnic_validate_qcfg() - check a queue's rx-buf-len
+ * @dev: zcnic device
+ * @qcfg: the configuration asked for
+ * @extack: error reporting
+ *
+ * Return: 0, or -EINVAL unless a power of 2 from PAGE_SIZE to 64 pages.
+ */
+static int zcnic_validate_qcfg(struct net_device *dev,
+			       struct netdev_queue_config *qcfg,
+			       struct netlink_ext_ack *extack)
+{
+	u32 size = qcfg->rx_page_size;
+
+	if (!is_power_of_2(size) || size < PAGE_SIZE ||
+	    size > ZCNIC_MAX_BUF_SIZE) {
+		NL_SET_ERR_MSG_FMT(extack,
+				   "rx-buf-len %u: zcnic takes a power of 2 from %lu to %lu",
+				   size, PAGE_SIZE, ZCNIC_MAX_BUF_SIZE);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* like fbnic and bnxt: buffers of any rx-buf-len up to 64 pages */
 static const struct netdev_queue_mgmt_ops zcnic_queue_mgmt_ops = {
+	.ndo_queue_mem_size	= sizeof(struct zcnic_qmem),
+	.ndo_queue_mem_alloc	= zcnic_queue_mem_alloc,
+	.ndo_queue_mem_free	= zcnic_queue_mem_free,
+	.ndo_queue_start	= zcnic_queue_start,
+	.ndo_queue_stop		= zcnic_queue_stop,
+	.ndo_default_qcfg	= zcnic_default_qcfg,
+	.ndo_validate_qcfg	= zcnic_validate_qcfg,
+	.ndo_queue_get_dma_dev	= zcnic_queue_get_dma_dev,
+	.supported_params	= QCFG_RX_PAGE_SIZE,
+};
+
+/* large_buffers=0: a NIC that does not advertise rx-buf-len (PAGE_SIZE only) */
+static const struct netdev_queue_mgmt_ops zcnic_queue_mgmt_ops_page = {
 	.ndo_queue_mem_size	= sizeof(struct zcnic_qmem),
 	.ndo_queue_mem_alloc	= zcnic_queue_mem_alloc,
 	.ndo_queue_mem_free	= zcnic_queue_mem_free,
@@ -1199,7 +1281,8 @@ static int zcnic_open(struct net_device *dev)
 		if (zcnic_fault_take(&priv->fail_queue_mem_alloc))
 			rqs[i] = ERR_PTR(-ENOMEM);
 		else
-			rqs[i] = zcnic_rq_alloc(priv, i, priv->ring_size);
+			rqs[i] = zcnic_rq_alloc(priv, i, priv->ring_size,
+						NULL);
 		if (IS_ERR(rqs[i])) {
 			err = PTR_ERR(rqs[i]);
 			goto err_free;
@@ -1929,6 +2012,8 @@ static int zcnic_newlink(struct net_device *dev,
 
 	priv->dev = dev;
 	priv->lower = lower;
+	if (!READ_ONCE(large_buffers))
+		dev->queue_mgmt_ops = &zcnic_queue_mgmt_ops_page;
 	priv->num_queues = ZCNIC_DEF_QUEUES;
 	priv->ring_size = ZCNIC_DEF_RING;
 	mutex_init(&priv->steer_mutex);

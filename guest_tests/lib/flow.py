@@ -19,6 +19,7 @@ class Stream:
     def __init__(self):
         self.data, self.cqes, self.final, self.events, self.rearms = bytearray(), 0, None, [], []
         self.held = []
+        self.longest = 0  # the longest data CQE
 
 
 def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
@@ -37,6 +38,7 @@ def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
             elif c.more:
                 st.data += rx.z.read(c.zc_off, c.res)
                 st.cqes += 1
+                st.longest = max(st.longest, c.res)
                 batch.append(c)
             elif c.res in (-errno.ENOMEM, -errno.ENOSPC):  # multishot ended for space: re-arm
                 st.rearms.append(c.res)

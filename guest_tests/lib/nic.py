@@ -336,23 +336,27 @@ class NicEnv:
         return self._undo(_write, f"{DEBUGFS}/{name}", "0")
 
     @staticmethod
-    def module_param(name: str) -> int:
+    def module_param(name: str) -> str:
         with open(f"/sys/module/zcnic/parameters/{name}") as f:
-            return int(f.read())
+            return f.read().strip()
 
-    def set_module_param(self, name: str, value: int):
-        """A zcnic module parameter (fault knobs of links not created yet); reset after."""
-        _write(f"/sys/module/zcnic/parameters/{name}", str(value))
-        defer(_write, f"/sys/module/zcnic/parameters/{name}", "0")
+    def set_module_param(self, name: str, value):
+        """A zcnic module parameter (for links not created yet); its old value is written
+        back after the test."""
+        path = f"/sys/module/zcnic/parameters/{name}"
+        with open(path) as f:
+            old = f.read().strip()
+        _write(path, str(value))
+        defer(_write, path, old)
 
     # -- zcrx ----------------------------------------------------------------------------
 
     def register_errno(self, queue: int, ifidx=None, **kw) -> int:
         """Register a zcrx on (ifidx, queue), close it again; 0 or the errno."""
+        kw.setdefault("area_len", 64 * PAGE_SIZE)
         with Ring(8) as ring:
             args = ZcrxArgs(
                 rq_entries=64,
-                area_len=64 * PAGE_SIZE,
                 nodev=False,
                 if_idx=self.ifindex if ifidx is None else ifidx,
                 if_rxq=queue,

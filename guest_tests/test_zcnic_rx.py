@@ -17,6 +17,7 @@ from guest_tests.lib.flow import HW_DROPS, Stream, pump, receive_flow, summary, 
 from guest_tests.lib.peer import accept
 from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
 from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.dmabuf import Udmabuf
 from guest_tests.zcrx.util import errno_of, give_back, pinned_pages, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
@@ -298,3 +299,24 @@ def test_rx_buf_len_above_device_limit(nic):
     err = nic.register_errno(1, rx_buf_len=32 * PAGE_SIZE, area_len=512 * PAGE_SIZE, hugetlb=True)
     assert err == errno.EINVAL, errno.errorcode.get(err)
     assert nic.wait_unbound() == []
+
+
+def test_dmabuf_area_zero_copy(nic):
+    """An area that is a dma-buf (udmabuf over a memfd, IORING_ZCRX_AREA_DMABUF): zcrx
+    attaches it to zc0's DMA device and takes its DMA addresses from the attachment;
+    zcnic's emulated DMA writes the payload there, and the flow reads back whole through
+    the memfd's mapping, zero copy. Closed, the queue is unbound and its pool gone."""
+    if not os.path.exists("/dev/udmabuf"):
+        pytest.skip(f"kernel {os.uname().release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+    area = Udmabuf(1024 * PAGE_SIZE)
+    defer(area.close)
+    port, lst, peer = tcp_flow("ipv4", 2 * MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, rq_entries=1024, dmabuf=area)
+    assert nic.bound_queues() == [1]
+    st = receive_flow(rx, lst, peer)
+    assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    rx.close()
+    assert nic.wait_unbound() == []
+    assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"

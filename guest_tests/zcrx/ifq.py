@@ -31,6 +31,8 @@ class ZcrxArgs:
     The ctypes structs (reg, area, rd, ev) are public: negative tests mutate them.
     region: "user" (region_ptr with IORING_MEM_REGION_TYPE_USER) or "kernel" (mmap later).
     stats: place struct zcrx_stats at the end of the refill region.
+    dmabuf: a dmabuf.Udmabuf as the area (IORING_ZCRX_AREA_DMABUF, instead of user memory);
+    the caller closes it.
     """
 
     def __init__(
@@ -50,12 +52,16 @@ class ZcrxArgs:
         hugetlb=False,
         if_idx=0,
         if_rxq=0,
+        dmabuf=None,
     ):
+        if dmabuf is not None:
+            area_mem, area_len = None, 0
         self.area_mem = (
             area_mem
             if area_mem is not None
             else (Mem(area_len, shared=area_shared, hugetlb=hugetlb) if area_len else None)
         )
+        self.dmabuf = dmabuf
         n = rq_rounded(rq_entries)
         if region_size is None:
             region_size = align_up(RQ_HDR_RESERVE + n * 16 + (64 if stats else 0))
@@ -64,6 +70,9 @@ class ZcrxArgs:
         self.area = U.io_uring_zcrx_area_reg(
             addr=self.area_mem.addr if self.area_mem else 0, len=self.area_mem.size if self.area_mem else 0
         )
+        if dmabuf is not None:  # addr: the offset into the dma-buf
+            self.area.len, self.area.dmabuf_fd = dmabuf.size, dmabuf.fd
+            self.area.flags = U.IORING_ZCRX_AREA_DMABUF
         self.rd = U.io_uring_region_desc(size=region_size)
         if self.region_mem:
             self.rd.user_addr = self.region_mem.addr
@@ -99,7 +108,9 @@ class Zcrx:
         self.rq_entries = self.reg.rq_entries
         self._own_map = None
         if args is not None:
-            self.areas = [Area(args.area_mem, args.area.addr, args.area.len, args.area.rq_area_token)]
+            # a dma-buf area is read through its memfd's mapping
+            addr = args.dmabuf.addr if args.dmabuf is not None else args.area.addr
+            self.areas = [Area(args.area_mem, addr, args.area.len, args.area.rq_area_token)]
             self.region_size = args.rd.size
             if args.rd.flags & U.IORING_MEM_REGION_TYPE_USER:
                 region_addr = args.rd.user_addr

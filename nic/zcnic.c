@@ -81,6 +81,8 @@
 #define ZCNIC_MAX_RSS_CTX	8	/* context ids 1..7 */
 #define ZCNIC_MAX_RULES		64
 #define ZCNIC_MAX_BUF_SIZE	(PAGE_SIZE << 4)	/* rx-buf-len limit */
+/* the RSS hash fields of a TCP/UDP flow type: both addresses, both ports */
+#define ZCNIC_RXH_L4	(RXH_IP_SRC | RXH_IP_DST | RXH_L4_B_0_1 | RXH_L4_B_2_3)
 #define ZCNIC_HDS_MAX		1024
 #define ZCNIC_COPYBREAK		256
 
@@ -181,6 +183,7 @@ struct zcnic_steer {
 	u32 ctx_indir[ZCNIC_MAX_RSS_CTX][ZCNIC_INDIR_SIZE];
 	struct zcnic_rule rules[ZCNIC_MAX_RULES];
 	u32 n_rules;
+	u32 hash_fields[4];	/* RXH_* per zcnic_l4_type(): what RSS hashes */
 };
 
 struct zcnic_base {
@@ -380,27 +383,70 @@ static u32 zcnic_toeplitz(const u8 *key, const u8 *data, unsigned int len)
 	return hash;
 }
 
+/* TCP/UDP over IPv4/IPv6 as 0..3, the flow types whose hash fields can change */
+static int zcnic_l4_type(__be16 proto, u8 l4proto)
+{
+	if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+		return -1;
+	return (proto == htons(ETH_P_IPV6)) * 2 + (l4proto == IPPROTO_UDP);
+}
+
+static int zcnic_flow_l4_type(u32 flow_type)
+{
+	switch (flow_type) {
+	case TCP_V4_FLOW:
+		return 0;
+	case UDP_V4_FLOW:
+		return 1;
+	case TCP_V6_FLOW:
+		return 2;
+	case UDP_V6_FLOW:
+		return 3;
+	}
+	return -1;
+}
+
+/*
+ * Toeplitz over the fields ethtool asked for (rx-flow-hash) of a TCP or UDP
+ * flow, over both addresses of any other IP frame.
+ */
 static u32 zcnic_hash(const struct zcnic_steer *st,
 		      const struct zcnic_flow *fl)
 {
+	int type = zcnic_l4_type(fl->proto, fl->l4proto);
+	u32 fields = RXH_IP_SRC | RXH_IP_DST;
+	unsigned int n = 0, alen;
+	const void *src, *dst;
 	u8 in[36];
-	unsigned int n;
 
 	if (fl->proto == htons(ETH_P_IP)) {
-		memcpy(in, &fl->saddr4, 4);
-		memcpy(in + 4, &fl->daddr4, 4);
-		n = 8;
+		src = &fl->saddr4;
+		dst = &fl->daddr4;
+		alen = 4;
 	} else if (fl->proto == htons(ETH_P_IPV6)) {
-		memcpy(in, &fl->saddr6, 16);
-		memcpy(in + 16, &fl->daddr6, 16);
-		n = 32;
+		src = &fl->saddr6;
+		dst = &fl->daddr6;
+		alen = 16;
 	} else {
 		return 0;
 	}
-	if (fl->l4) {
+	if (fl->l4 && type >= 0)
+		fields = st->hash_fields[type];
+	if (fields & RXH_IP_SRC) {
+		memcpy(in + n, src, alen);
+		n += alen;
+	}
+	if (fields & RXH_IP_DST) {
+		memcpy(in + n, dst, alen);
+		n += alen;
+	}
+	if (fl->l4 && (fields & RXH_L4_B_0_1)) {
 		memcpy(in + n, &fl->sport, 2);
-		memcpy(in + n + 2, &fl->dport, 2);
-		n += 4;
+		n += 2;
+	}
+	if (fl->l4 && (fields & RXH_L4_B_2_3)) {
+		memcpy(in + n, &fl->dport, 2);
+		n += 2;
 	}
 	return zcnic_toeplitz(st->rss_key, in, n);
 }
@@ -1254,10 +1300,36 @@ static void zcnic_get_base_stats(struct net_device *dev,
 	rx->csum_unnecessary = b->csum_unnecessary;
 	rx->csum_none = b->csum_none;
 	rx->csum_bad = b->csum_bad;
+	tx->packets = 0;	/* the TX queue is never freed: all in queue 0 */
+	tx->bytes = 0;
+}
+
+/* The one TX queue forwards to the lower device: its counters are the dstats'. */
+static void zcnic_get_queue_stats_tx(struct net_device *dev, int idx,
+				     struct netdev_queue_stats_tx *stats)
+{
+	unsigned int start;
+	int cpu;
+
+	stats->packets = 0;
+	stats->bytes = 0;
+	for_each_possible_cpu(cpu) {
+		const struct pcpu_dstats *d = per_cpu_ptr(dev->dstats, cpu);
+		u64 packets, bytes;
+
+		do {
+			start = u64_stats_fetch_begin(&d->syncp);
+			packets = u64_stats_read(&d->tx_packets);
+			bytes = u64_stats_read(&d->tx_bytes);
+		} while (u64_stats_fetch_retry(&d->syncp, start));
+		stats->packets += packets;
+		stats->bytes += bytes;
+	}
 }
 
 static const struct netdev_stat_ops zcnic_stat_ops = {
 	.get_queue_stats_rx	= zcnic_get_queue_stats_rx,
+	.get_queue_stats_tx	= zcnic_get_queue_stats_tx,
 	.get_base_stats		= zcnic_get_base_stats,
 };
 
@@ -1624,14 +1696,16 @@ static int zcnic_set_rxfh(struct net_device *dev,
 static int zcnic_get_rxfh_fields(struct net_device *dev,
 				 struct ethtool_rxfh_fields *f)
 {
-	switch (f->flow_type) {
-	case TCP_V4_FLOW:
-	case UDP_V4_FLOW:
-	case TCP_V6_FLOW:
-	case UDP_V6_FLOW:
-		f->data = RXH_IP_SRC | RXH_IP_DST | RXH_L4_B_0_1 |
-			  RXH_L4_B_2_3;
+	struct zcnic_priv *priv = netdev_priv(dev);
+	int type = zcnic_flow_l4_type(f->flow_type);
+
+	if (type >= 0) {
+		rcu_read_lock();
+		f->data = rcu_dereference(priv->steer)->hash_fields[type];
+		rcu_read_unlock();
 		return 0;
+	}
+	switch (f->flow_type) {
 	case IPV4_FLOW:
 	case IPV6_FLOW:
 	case AH_ESP_V4_FLOW:
@@ -1643,6 +1717,38 @@ static int zcnic_get_rxfh_fields(struct net_device *dev,
 	}
 	f->data = 0;
 	return 0;
+}
+
+/*
+ * Hash TCP/UDP flows over any of their addresses and ports, per flow type
+ * (ethtool -N rx-flow-hash tcp4 s|d|f|n...); nothing else can change.
+ */
+static int zcnic_set_rxfh_fields(struct net_device *dev,
+				 const struct ethtool_rxfh_fields *f,
+				 struct netlink_ext_ack *extack)
+{
+	struct zcnic_priv *priv = netdev_priv(dev);
+	int type = zcnic_flow_l4_type(f->flow_type);
+	struct ethtool_rxfh_fields cur = { .flow_type = f->flow_type };
+	struct zcnic_steer *st;
+
+	if (type < 0) {
+		zcnic_get_rxfh_fields(dev, &cur);
+		return f->data == cur.data ? 0 : -EOPNOTSUPP;
+	}
+	if (f->data & ~ZCNIC_RXH_L4) {
+		NL_SET_ERR_MSG(extack,
+			       "zcnic hashes addresses and ports, nothing else");
+		return -EOPNOTSUPP;
+	}
+	mutex_lock(&priv->steer_mutex);
+	st = zcnic_steer_edit(priv);
+	if (st) {
+		st->hash_fields[type] = f->data;
+		zcnic_steer_commit(priv, st);
+	}
+	mutex_unlock(&priv->steer_mutex);
+	return st ? 0 : -ENOMEM;
 }
 
 static int zcnic_ctx_update(struct zcnic_priv *priv,
@@ -1883,6 +1989,7 @@ static const struct ethtool_ops zcnic_ethtool_ops = {
 	.get_rxfh		= zcnic_get_rxfh,
 	.set_rxfh		= zcnic_set_rxfh,
 	.get_rxfh_fields	= zcnic_get_rxfh_fields,
+	.set_rxfh_fields	= zcnic_set_rxfh_fields,
 	.create_rxfh_context	= zcnic_create_rxfh_context,
 	.modify_rxfh_context	= zcnic_modify_rxfh_context,
 	.remove_rxfh_context	= zcnic_remove_rxfh_context,
@@ -2021,6 +2128,8 @@ static int zcnic_newlink(struct net_device *dev,
 	if (!st)
 		return -ENOMEM;
 	netdev_rss_key_fill(st->rss_key, sizeof(st->rss_key));
+	for (i = 0; i < ARRAY_SIZE(st->hash_fields); i++)
+		st->hash_fields[i] = ZCNIC_RXH_L4;
 	for (i = 0; i < ZCNIC_INDIR_SIZE; i++)
 		st->indir[i] = ethtool_rxfh_indir_default(i, priv->num_queues);
 	RCU_INIT_POINTER(priv->steer, st);

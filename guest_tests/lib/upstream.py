@@ -1,9 +1,12 @@
-"""The kernel's own zcrx selftest (drivers/net/hw/iou-zcrx.py), unmodified, on NicEnv's
-topology: the NetDrvEpEnv variables it reads, one run of it, its KTAP verdicts."""
+"""The kernel's own driver selftests (tools/testing/selftests/drivers/net/*.py and hw/*.py,
+iou-zcrx.py among them), unmodified, on NicEnv's topology: the NetDrvEpEnv variables
+they read, one run of a script, its KTAP verdicts."""
 
 import os
 import re
 import subprocess
+
+from guest_tests.contract import RESULTS
 
 TEST_NAME = "iou-zcrx"  # the script, and the prefix of its KTAP case names
 RUN_TIMEOUT = 240  # s for one upstream case under TCG (its own commands time out at 20 s)
@@ -25,14 +28,15 @@ def netdrv_env(nic) -> dict:
     }
 
 
-def run(tree, nic, *args) -> tuple[int, str]:
-    """iou-zcrx.py ARGS in the staged tree (contract.UpstreamTree) against NIC: (exit
-    status, its output, stdout and stderr together)."""
+def run(tree, nic, *args, script=f"hw/{TEST_NAME}.py") -> tuple[int, str]:
+    """SCRIPT (relative to drivers/net) with ARGS in the staged tree (contract.UpstreamTree)
+    against NIC: (exit status, its output, stdout and stderr together)."""
     env = {**os.environ, **netdrv_env(nic), "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
+    where, _, name = f"{tree.root}/tools/testing/selftests/drivers/net/{script}".rpartition("/")
     try:
         p = subprocess.run(
-            ["python3", f"./{TEST_NAME}.py", *args],
-            cwd=tree.hw_dir,
+            ["python3", f"./{name}", *args],
+            cwd=where,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -45,12 +49,33 @@ def run(tree, nic, *args) -> tuple[int, str]:
     return p.returncode, p.stdout
 
 
-def parse_ktap(text: str) -> dict[str, tuple[bool, str, str]]:
-    """KTAP result lines: case name -> (ok, directive, reason)."""
+def parse_ktap(text: str, test_name: str = TEST_NAME) -> dict[str, tuple[bool, str, str]]:
+    """KTAP result lines: case name (without the script's prefix) -> (ok, directive, reason)."""
     results = {}
     for line in text.splitlines():
         m = KTAP_RESULT.match(line.strip())
         if m:
-            name = m.group(3).removeprefix(f"{TEST_NAME}.")
+            name = m.group(3).removeprefix(f"{test_name}.")
             results[name] = (m.group(1) is None, (m.group(4) or "").upper(), m.group(5) or "")
     return results
+
+
+_RUNS: dict = {}  # script -> (exit status, output): one run per agent process
+
+
+def script_run(tree, nic, script) -> tuple[int, str]:
+    """SCRIPT's whole run (every case), once per agent process: the first test that asks
+    runs it (its kernel log window holds the run), the others judge the same output. The
+    output goes to /results/upstream-ktap/SCRIPT.txt."""
+    if script not in _RUNS:
+        rc, out = run(tree, nic, script=script)
+        os.makedirs(f"{RESULTS}/upstream-ktap", exist_ok=True)
+        with open(f"{RESULTS}/upstream-ktap/{script.replace('/', '_')}.txt", "w") as f:
+            f.write(f"# rc {rc}\n{out}")
+        _RUNS[script] = rc, out
+    return _RUNS[script]
+
+
+def script_name(script) -> str:
+    """The KTAP prefix of a script's cases: its file name without .py."""
+    return script.rpartition("/")[2].removesuffix(".py")

@@ -33,11 +33,10 @@ from host.guestimage.image import build_in_image
 HW = "tools/testing/selftests/drivers/net/hw"
 TEST = f"{HW}/iou-zcrx.py"
 HELPER = f"{HW}/iou-zcrx.c"
-# What iou-zcrx.py imports, directly or through lib.py: the hw directory (its
-# lib/py shim), the driver and net selftest libraries, YNL and its specs.
+# The driver selftests (drivers/net/*.py, hw/*.py with iou-zcrx.py, their lib/py
+# shims) and what they import: the net selftest library, YNL and its specs.
 SUBTREES = [
-    HW,
-    "tools/testing/selftests/drivers/net/lib/py",
+    "tools/testing/selftests/drivers/net",
     "tools/testing/selftests/net/lib/py",
     "tools/net/ynl/pyynl",
     "Documentation/netlink/specs",
@@ -72,16 +71,24 @@ def source_tree(kernel, image) -> Path:
             "selftest from (use 'default' or a kernel tree)"
         )
     package, version = source_package(kernel, image)
+    full = cache_root() / "sources" / version / "tree"  # a debug build's whole source
+    if (full / "Makefile").exists() and _complete(full):
+        return full
     base = cache_root() / "selftests" / version
     tree = base / "tree"
-    if (tree / TEST).exists():
+    if _complete(tree):
         return tree
     base.mkdir(parents=True, exist_ok=True)
     with _locked(base / "lock"):
-        if (tree / TEST).exists():  # another run fetched it meanwhile
+        if _complete(tree):  # another run fetched it meanwhile
             return tree
         _fetch(package, version, tree)
     return tree
+
+
+def _complete(tree: Path) -> bool:
+    """TREE has the selftest and every subtree staged from it (SUBTREES grows)."""
+    return (tree / TEST).exists() and all((tree / sub).exists() for sub in SUBTREES)
 
 
 def full_source_tree(image) -> Path:

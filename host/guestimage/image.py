@@ -41,6 +41,7 @@ PACKAGES = [
     "ca-certificates",
     "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
     "python3-pytest",  # in_guest tests: skips, xfails and rewritten assertions in the guest
+    "socat",  # upstream's driver selftests (ntuple.py, ping.py) move their traffic with it
 ]
 # From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
 # image pre-depends on and must come from the same suite.

@@ -189,7 +189,10 @@ def test_plugin_sends_envs_contract_values_and_parameters():
         args={"case": 1},
         envs={"nic": {"module": "/m.ko"}},
         values={
-            "host_flow": {"type": "HostFlow", "fields": {"port": 1, "size": 1 << 20, "seed": 3, "mss": 1448}}
+            "host_flow": {
+                "type": "HostFlow",
+                "fields": {"port": 1, "size": 1 << 20, "seed": 3, "mss": 1448, "shape": "psh"},
+            }
         },
     )
     json.dumps(request.__dict__)  # all of it crosses as JSON

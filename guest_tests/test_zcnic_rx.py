@@ -18,7 +18,7 @@ from guest_tests.lib.peer import accept
 from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.dmabuf import Udmabuf
-from guest_tests.zcrx.util import errno_of, give_back, pinned_pages, wait_pins
+from guest_tests.zcrx.util import errno_of, give_back, pinned_pages, recv_zc, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
@@ -320,3 +320,34 @@ def test_dmabuf_area_zero_copy(nic):
     rx.close()
     assert nic.wait_unbound() == []
     assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"
+
+
+@pytest.mark.parametrize("length", [1447, 4097, 65539])
+def test_length_limited_requests_zero_copy(nic, length):
+    """Requests with sqe.len = `length` one after another (upstream's --oneshot style) on
+    the bound queue, whose skbs carry several unreadable frags (the veth peer sends TSO
+    super-frames): each takes exactly `length` bytes in its data CQEs (the cut falls inside
+    a frag) and ends with res 0 without F_MORE; together they take the stream in order,
+    zero copy, and the request after the peer's FIN ends at once with res 0."""
+    size = 256 << 10
+    port, lst, peer = tcp_flow("ipv4", size)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    got, short = bytearray(), []
+    while len(got) < size:
+        res = recv_zc(rx.ring, rx.z, conn.fileno(), length=length, flush=False, timeout=60)
+        assert res.final is not None and res.final.res == 0 and not res.final.more, res.final
+        want = min(length, size - len(got))
+        if len(res.data) != want:
+            short.append((len(got), len(res.data)))
+        got += res.data
+        if not res.data:
+            break
+    assert short == [], f"requests that did not take exactly {length} bytes (at, took): {short[:5]}"
+    assert bytes(got) == peer.data, f"{len(got)} of {size} bytes, or not in order"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    after_eof = recv_zc(rx.ring, rx.z, conn.fileno(), flush=False, timeout=30)
+    assert after_eof.final.res == 0 and not after_eof.data, after_eof.final

@@ -4,8 +4,8 @@ What the guest sees (qemu/machine.py shares these; qemu/init mounts them):
 the lab checkout read-only at LAB, the run's results directory at RESULTS, a
 tree's `make headers` output at KERNEL_UAPI. The control NIC (SSH) and the
 test NIC (a multi-queue virtio-net on a tap) have fixed MAC addresses so the
-guest can tell them apart; on the test NIC the guest is TEST_IP and the host
-(host/traffic.py, scapy on the tap) is TEST_PEER_IP.
+guest can tell them apart; on the test NIC the guest is TEST_IP (TEST_IP6) and the
+host (host/traffic.py, scapy on the tap) is TEST_PEER_IP (TEST_PEER_IP6).
 
 What crosses SSH: a TestRequest per guest function (one JSON line to the
 agent, guest_tests/agent.py --serve) and a TestAnswer back, on the line after
@@ -22,6 +22,7 @@ KERNEL_UAPI = "/kernel-uapi"
 CONTROL_MAC = "52:54:00:12:34:01"
 TEST_MAC = "52:54:00:12:35:01"
 TEST_IP, TEST_PEER_IP, TEST_PREFIX = "192.0.2.2", "192.0.2.1", 24
+TEST_IP6, TEST_PEER_IP6, TEST_PREFIX6 = "2001:db8:35::2", "2001:db8:35::1", 64
 MARKER = "@@zcrx-lab-result@@"
 AGENT = f"cd {LAB} && PYTHONDONTWRITEBYTECODE=1 exec python3 -m guest_tests.agent --serve"
 
@@ -58,13 +59,15 @@ SHAPES = {
 class HostFlow:
     """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
     bytes of payload() on, in segments of at most `mss` bytes shaped as `shape` says
-    (SHAPES), then FIN."""
+    (SHAPES), then FIN; over IPv4 or IPv6 (`family`: TEST_IP6, where mss must leave room
+    for the larger header in a 1500-byte MTU)."""
 
     port: int
     size: int
     seed: int
     mss: int = 1448
     shape: str = "psh"
+    family: str = "ipv4"
 
     def payload(self) -> bytes:
         """The bytes sent: deterministic, so the guest knows what must arrive."""

@@ -24,14 +24,14 @@ ACCEPT_TIMEOUT = 120.0  # the host SYNs about once a second until we listen
 def accept(nic, flow):
     """Listen on zc0's address at the flow's port (the host's SYNs were reset until now)
     and take its connection; both closed after the test."""
-    local, remote, _ = nic.addr["ipv4"]
-    lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    local, remote, _ = nic.addr[flow.family]
+    lst = socket.socket(socket.AF_INET6 if flow.family == "ipv6" else socket.AF_INET, socket.SOCK_STREAM)
     defer(lst.close)
     lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lst.bind((local, flow.port))
     lst.listen(1)
     lst.settimeout(ACCEPT_TIMEOUT)
-    conn, (peer, _) = lst.accept()
+    conn, (peer, *_) = lst.accept()  # IPv6: (host, port, flowinfo, scope id)
     defer(conn.close)
     conn.settimeout(ACCEPT_TIMEOUT)
     assert peer == remote, f"a connection from {peer}, not from the host"
@@ -70,19 +70,20 @@ SHAPED = {
     "reorder": {"size": MiB, "shape": "reorder"},
     "loss": {"size": MiB, "shape": "loss"},
     "tiny_mss": {"size": MiB // 4, "mss": 256},
+    "ipv6": {"size": MiB, "family": "ipv6", "mss": 1428},  # 1500 - 40 (IPv6) - 20 (TCP) - 12
 }
 
 
 @pytest.mark.parametrize("host_flow", list(SHAPED.values()), ids=list(SHAPED), indirect=True)
 def test_zero_copy_on_bound_queue(tapnic, host_flow):
     """A flow steered to the queue a zcrx is bound to, as the host shapes it
-    (contract.SHAPES; tiny_mss: 256-byte segments, a buffer each): every byte arrives in
+    (contract.SHAPES; tiny_mss: 256-byte segments, a buffer each; IPv6): every byte arrives in
     order by zero copy (copy_count 0) through that queue (its packet counter grows by at
     least the flow's segments, unless GRO merged them), and the host's FIN ends the
     multishot RECV_ZC (a final CQE, res 0). A reordered or lossy flow went through TCP's
     out-of-order queue (TcpExt TCPOFOQueue grew) with its zcrx buffers intact."""
     queue = 1
-    tapnic.ntuple("ipv4", host_flow.port, action=queue)
+    tapnic.ntuple(host_flow.family, host_flow.port, action=queue)
     rx = tapnic.rx(queue, area_pages=1024, rq_entries=512)
     before = tapnic.stats()  # after the bind: it restarts the queue, which resets its counters
     ofo = tcp_ext("TCPOFOQueue")

@@ -14,7 +14,7 @@ class WireFlow(TcpFlow):
 
     def __init__(self):  # no socket: nothing touches a tap
         self.tap, self.guest_mac, self.guest_ip, self.dport = "none", "02:00:00:00:00:02", "192.0.2.2", 80
-        self.sport, self.peer, self.mss = 4000, Peer(), MSS
+        self.sport, self.peer, self.mss, self.v6 = 4000, Peer(), MSS, False
         self.snd_una = self.snd_nxt = self.isn = 1000
         self.rcv_nxt, self.rwnd = 1, 65535
         self.retransmits = self.segments = 0

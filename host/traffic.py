@@ -17,9 +17,10 @@ import time
 from dataclasses import dataclass
 
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from guest_tests.contract import TEST_IP, TEST_MAC, TEST_PEER_IP, HostFlow
+from guest_tests.contract import TEST_IP, TEST_IP6, TEST_MAC, TEST_PEER_IP, TEST_PEER_IP6, HostFlow
 from host.errors import LabError
 
 ETH_P_ALL = 0x0003
@@ -27,10 +28,11 @@ ETH_P_ALL = 0x0003
 
 @dataclass
 class Peer:
-    """The host's end: a made-up MAC and IPv4 address on the tap."""
+    """The host's end: a made-up MAC and IPv4 and IPv6 addresses on the tap."""
 
     mac: str = "02:00:5e:00:53:01"
     ip: str = TEST_PEER_IP
+    ip6: str = TEST_PEER_IP6
 
 
 class TcpFlow:
@@ -45,6 +47,7 @@ class TcpFlow:
         mss: int = 1448,
     ):
         self.tap, self.guest_mac, self.guest_ip, self.dport = tap, guest_mac, guest_ip, dport
+        self.v6 = ":" in guest_ip
         self.sport = sport or random.randint(20000, 60000)
         self.peer = peer or Peer()
         self.mss = mss
@@ -59,9 +62,13 @@ class TcpFlow:
 
     # -- frames ----------------------------------------------------------------
     def _segment(self, flags: str, seq: int, payload: bytes = b"", options=None):
+        if self.v6:
+            ip = IPv6(src=self.peer.ip6, dst=self.guest_ip)
+        else:
+            ip = IP(src=self.peer.ip, dst=self.guest_ip)
         return (
             Ether(src=self.peer.mac, dst=self.guest_mac)
-            / IP(src=self.peer.ip, dst=self.guest_ip)
+            / ip
             / TCP(
                 sport=self.sport,
                 dport=self.dport,
@@ -78,7 +85,8 @@ class TcpFlow:
         self.sock.send(bytes(frame))
 
     def _receive(self, timeout: float):
-        """Next TCP segment of this flow (answering ARP on the way), or None."""
+        """Next TCP segment of this flow (answering ARP and IPv6 neighbour solicitations on
+        the way), or None."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -97,7 +105,16 @@ class TcpFlow:
                     )
                 )
                 continue
-            if TCP in frame and frame[IP].src == self.guest_ip and frame[TCP].dport == self.sport:
+            if ICMPv6ND_NS in frame and frame[ICMPv6ND_NS].tgt == self.peer.ip6:
+                self._send(
+                    Ether(src=self.peer.mac, dst=frame.src)
+                    / IPv6(src=self.peer.ip6, dst=frame[IPv6].src)
+                    / ICMPv6ND_NA(tgt=self.peer.ip6, R=0, S=1, O=1)
+                    / ICMPv6NDOptDstLLAddr(lladdr=self.peer.mac)
+                )
+                continue
+            ip = frame.getlayer(IPv6 if self.v6 else IP)
+            if TCP in frame and ip is not None and ip.src == self.guest_ip and frame[TCP].dport == self.sport:
                 seg = frame[TCP]
                 if seg.flags.R:
                     raise LabError(f"the guest reset the connection to port {self.dport}")
@@ -217,7 +234,8 @@ class FlowSender(threading.Thread):
 
     def run(self) -> None:
         try:
-            tcp = TcpFlow(self.tap, TEST_MAC, TEST_IP, self.flow.port, mss=self.flow.mss)
+            guest_ip = TEST_IP6 if self.flow.family == "ipv6" else TEST_IP
+            tcp = TcpFlow(self.tap, TEST_MAC, guest_ip, self.flow.port, mss=self.flow.mss)
             try:
                 try:
                     tcp.connect(self.connect_timeout, stop=self.stop)

@@ -20,7 +20,15 @@ import socket
 import subprocess
 import sys
 
-from guest_tests.contract import TEST_IP, TEST_MAC, TEST_PEER_IP, TEST_PREFIX
+from guest_tests.contract import (
+    TEST_IP,
+    TEST_IP6,
+    TEST_MAC,
+    TEST_PEER_IP,
+    TEST_PEER_IP6,
+    TEST_PREFIX,
+    TEST_PREFIX6,
+)
 from guest_tests.lib.ynl import Ynl
 from guest_tests.zcrx import PAGE_SIZE, Ring
 
@@ -67,7 +75,7 @@ class Veth:
 
 class Tap:
     kind = "tap"
-    addr = {"ipv4": (TEST_IP, TEST_PEER_IP, TEST_PREFIX)}
+    addr = {"ipv4": (TEST_IP, TEST_PEER_IP, TEST_PREFIX), "ipv6": (TEST_IP6, TEST_PEER_IP6, TEST_PREFIX6)}
 
     def __init__(self):
         self.name = test_nic()

@@ -191,7 +191,10 @@ def test_plugin_sends_envs_contract_values_and_parameters():
         values={
             "host_flow": {
                 "type": "HostFlow",
-                "fields": {"port": 1, "size": 1 << 20, "seed": 3, "mss": 1448, "shape": "psh"},
+                "fields": {
+                    **{"port": 1, "size": 1 << 20, "seed": 3},
+                    **{"mss": 1448, "shape": "psh", "family": "ipv4"},
+                },
             }
         },
     )

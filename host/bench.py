@@ -4,23 +4,54 @@
 
 Sender and receiver are both in the guest, on the in_guest tests' NicEnv topology (zc0 on
 veth0, the sender in netns `remote`; guest_tests/bench.py, run by the guest agent), so the
-number measures the receive path, not the host's packet generator. Prints each round,
-min/median/max per mode and the ratio of the medians. Under TCG the absolute rates are
-those of an emulated CPU: compare ratios, and only on the same machine.
+number measures the receive path, not the host's packet generator. Two receivers read
+every byte: the Python client (guest_tests/zcrx) and a C one on liburing
+(guest_tests/bench_receiver.c, built in the guest image), which leaves the kernel's
+paths to compare. Prints each round, min/median/max per receiver and mode, and the
+zcrx/recv ratio of the medians for both. Under TCG the absolute rates are those of an
+emulated CPU: compare ratios, and only on the same machine.
 """
 
 import argparse
+import hashlib
 import shutil
 import statistics
 import tempfile
 from pathlib import Path
 
+from host.cache import cache_root
+from host.guestimage.image import build_in_image
 from host.kernels import upstream, zcnic
 from host.kernels.kernel import provision
 from host.vm.guest import Guest
 from host.vm.qemu import VM
 
 MODES = ("recv", "zcrx")
+RECEIVERS = ("python", "c")
+RECEIVER_SRC = Path(__file__).resolve().parent.parent / "guest_tests" / "bench_receiver.c"
+
+
+def build_receiver(image) -> Path:
+    """guest_tests/bench_receiver.c built with the image's gcc-14 and liburing (cached by
+    the source and the image)."""
+    source = RECEIVER_SRC.read_bytes()
+    key = hashlib.sha256(source + str(image.root).encode()).hexdigest()[:16]
+    out = cache_root() / "bench" / key / "bench_receiver"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        binary = build_in_image(
+            image,
+            {"src/bench_receiver.c": source},
+            "cd /src && gcc-14 -O2 -Wall -Werror bench_receiver.c -o bench_receiver -luring",
+            "src/bench_receiver",
+            "the benchmark's C receiver (in the guest image)",
+            out.parent / "build.log",
+        )
+        tmp = out.with_name("bench_receiver.tmp")
+        tmp.write_bytes(binary)
+        tmp.chmod(0o755)
+        tmp.rename(out)
+    return out
 
 
 def main(args: list[str]) -> int:
@@ -31,35 +62,43 @@ def main(args: list[str]) -> int:
     opts = parser.parse_args(args)
     kernel, image = provision(opts.kernel)
     ko = zcnic.build(kernel, image)
-    rates: dict[str, list[float]] = {mode: [] for mode in MODES}
+    receiver = build_receiver(image)
+    rates: dict[tuple[str, str], list[float]] = {(r, m): [] for r in RECEIVERS for m in MODES}
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-bench-") as tmp:
         # what the `nic` fixture stages for in_guest tests: zcnic.ko and the kernel's YNL
         shutil.copy(ko, Path(tmp) / "zcnic.ko")
+        shutil.copy(receiver, Path(tmp) / "bench_receiver")
         upstream.stage_ynl(kernel, image, Path(tmp) / "ynl")
         nic = {"nic": {"module": "/results/zcnic.ko", "ynl": "/results/ynl"}}
         vm = VM(kernel, image, Path(tmp))
         try:
             vm.start()
             guest = Guest(vm, timeout=600)
+            seed = 0
             for r in range(opts.rounds):
-                for mode in MODES:
-                    seed = r * len(MODES) + MODES.index(mode) + 1
-                    got = guest.call(
-                        "guest_tests.bench:one_round", envs=nic, mode=mode, size=opts.size, seed=seed
-                    )
-                    assert got["bytes"] == opts.size and got["match"], got
-                    rate = got["bytes"] / got["seconds"] / 1e6
-                    rates[mode].append(rate)
-                    extra = f" copy_count={got['copy_count']}" if mode == "zcrx" else ""
-                    print(f"round {r + 1} {mode:5} {rate:8.1f} MB/s{extra}", flush=True)
+                for who in RECEIVERS:
+                    for mode in MODES:
+                        seed += 1
+                        got = guest.call(
+                            "guest_tests.bench:one_round",
+                            envs=nic,
+                            mode=mode,
+                            size=opts.size,
+                            seed=seed,
+                            receiver="/results/bench_receiver" if who == "c" else None,
+                        )
+                        assert got["bytes"] == opts.size and got["match"], got
+                        rate = got["bytes"] / got["seconds"] / 1e6
+                        rates[who, mode].append(rate)
+                        print(f"round {r + 1} {who:6} {mode:5} {rate:8.1f} MB/s", flush=True)
         finally:
             vm.stop()
-    for mode in MODES:
-        m = rates[mode]
-        print(f"{mode:5} MB/s: min {min(m):.1f}  median {statistics.median(m):.1f}  max {max(m):.1f}")
-    recv, zc = statistics.median(rates["recv"]), statistics.median(rates["zcrx"])
-    print(
-        f"{kernel.describe()} ({vm.accel}): median recv() {recv:.1f} MB/s, zcrx {zc:.1f} MB/s, "
-        f"zcrx/recv = {zc / recv:.2f}"
-    )
+    for who, mode in rates:
+        m = rates[who, mode]
+        print(f"{who:6} {mode:5} MB/s: min {min(m):.1f}  median {statistics.median(m):.1f}  max {max(m):.1f}")
+    ratios = []
+    for who in RECEIVERS:
+        recv, zc = statistics.median(rates[who, "recv"]), statistics.median(rates[who, "zcrx"])
+        ratios.append(f"{who} zcrx/recv = {zc / recv:.2f}")
+    print(f"{kernel.describe()} ({vm.accel}): {', '.join(ratios)}")
     return 0

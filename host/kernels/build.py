@@ -83,11 +83,17 @@ def build(
 ) -> Path:
     """Build SPEC; returns the O= directory (bzImage and .config inside)."""
     fragments = fragment_list(spec, fragments, coverage)
-    src, identity = _source(spec)
-    key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
-    out = cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
+    src, _ = _source(spec)
+    out = build_dir(spec, fragments)
     build_tree(src, out, fragments, jobs)
     return out
+
+
+def build_dir(spec: str, fragments: list[str]) -> Path:
+    """The O= directory `build` uses for SPEC and FRAGMENTS (whether built or not)."""
+    src, identity = _source(spec)
+    key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
+    return cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
 
 
 def fragment_list(spec: str, fragments: list[str] | None = None, coverage: bool = False) -> list[str]:

@@ -10,6 +10,7 @@ anything boots, so a bad kernel costs a one-line error, not a hung VM.
 """
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +131,14 @@ def provision(spec: str):
     return resolve(spec, img), img
 
 
-def resolve(spec: str, image, coverage: bool = False) -> Kernel:
+def resolve(spec: str, image, coverage: bool = False, build: bool = True) -> Kernel:
     """Turn a --kernel value into a checked Kernel. IMAGE is the GuestImage.
 
     COVERAGE asks for a kernel with gcov data to collect: `debug` is then
     built with kconfigs/coverage added; any other kernel must be a tree built
     with CONFIG_GCOV_KERNEL (its .gcno files are needed for the report).
+    A source tree without a build of its own as new as its sources is built out
+    of tree (tree_build), unless BUILD is False (--no-build): then it is refused.
     """
     if spec == "default" and coverage:
         raise LabError(
@@ -157,6 +160,8 @@ def resolve(spec: str, image, coverage: bool = False) -> Kernel:
             from host.kernels.build import build
 
             path = build("debug", coverage=coverage)
+        elif path.is_dir() and _is_source_tree(path):
+            path = tree_build(path, build, coverage)
         kernel = _from_path(path)
         kernel.spec = spec
         if coverage and (kernel.tree is None or kernel.config.get("GCOV_KERNEL") != "y"):
@@ -174,6 +179,55 @@ def resolve(spec: str, image, coverage: bool = False) -> Kernel:
     # may carry for this release are given the benefit of the doubt.
     check(kernel, modules_may_exist=image is None)
     return kernel
+
+
+def _is_source_tree(path: Path) -> bool:
+    return (path / "Makefile").exists() and (path / "Kconfig").exists()
+
+
+SOURCE_SUFFIXES = {".c", ".h", ".S", ".lds", ".rs"}
+
+
+def newest_source(tree: Path) -> float:
+    """The newest modification time of TREE's sources and Kconfig/Makefiles (build
+    outputs, .git and hidden directories left out)."""
+    newest = 0.0
+    for root, dirs, files in os.walk(tree):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if Path(name).suffix in SOURCE_SUFFIXES or name.startswith(("Kconfig", "Makefile", "Kbuild")):
+                try:
+                    newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+                except OSError:
+                    continue
+    return newest
+
+
+def _fresh(build_dir: Path, sources: float) -> bool:
+    bz = build_dir / "arch/x86/boot/bzImage"
+    return bz.exists() and (build_dir / ".config").exists() and bz.stat().st_mtime >= sources
+
+
+def tree_build(tree: Path, build: bool = True, coverage: bool = False) -> Path:
+    """The build of source TREE to boot: its own in-tree build if it is as new as the
+    sources; else the lab's out-of-tree build (`build-kernel TREE`, the kconfigs
+    fragments), made or brought up to date here unless BUILD is False."""
+    from host.kernels import build as kbuild
+
+    sources = newest_source(tree)
+    if not coverage and _fresh(tree, sources):
+        return tree
+    fragments = kbuild.fragment_list(str(tree), coverage=coverage)
+    out = kbuild.build_dir(str(tree), fragments)
+    if _fresh(out, sources):
+        return out
+    if not build:
+        state = "is older than its sources" if (out / "vmlinux").exists() else "does not exist"
+        raise LabError(
+            f"kernel tree {tree}: its build {state} and --no-build was given; "
+            f"build it with: python3 -m host build-kernel {tree}"
+        )
+    return kbuild.build(str(tree), fragments=fragments, coverage=coverage)
 
 
 def _from_path(path: Path) -> Kernel:
@@ -236,5 +290,13 @@ def missing_options(kernel: Kernel, modules_may_exist: bool = False) -> list[str
 
 def check(kernel: Kernel, modules_may_exist: bool = False) -> None:
     missing = missing_options(kernel, modules_may_exist)
-    if missing:
-        raise LabError(f"kernel {kernel.describe()} lacks required options: {', '.join(missing)}")
+    if not missing:
+        return
+    text = f"kernel {kernel.describe()} lacks required options: {', '.join(missing)}"
+    if kernel.tree is not None:  # a tree the user configured (virtme-ng's minimal config...)
+        items = " ".join(f"--configitem {opt.partition('=')[0]}=y" for opt in missing)
+        text += (
+            f"; with virtme-ng: vng --build {items}; or let the lab build it out of tree "
+            f"with its fragments: python3 -m host build-kernel {kernel.tree}"
+        )
+    raise LabError(text)

@@ -1,5 +1,6 @@
 """Kernel providers: config checks and image recognition."""
 
+import os
 import shutil
 
 import pytest
@@ -59,6 +60,72 @@ def test_not_a_kernel(tmp_path):
 def test_tree_without_build(tmp_path):
     with pytest.raises(LabError, match="no arch/x86/boot/bzImage"):
         kernel.resolve(str(tmp_path), None)
+
+
+def source_tree(path, built=False):
+    """A kernel source tree's shape: Makefile, Kconfig, one source; built: an in-tree
+    bzImage and .config."""
+    (path / "kernel").mkdir(parents=True)
+    for name in ("Makefile", "Kconfig", "kernel/fork.c"):
+        (path / name).write_text("x\n")
+    if built:
+        (path / "arch/x86/boot").mkdir(parents=True)
+        (path / ".config").write_text("")
+        (path / "arch/x86/boot/bzImage").write_bytes(b"")
+    return path
+
+
+def age(path, seconds):
+    st = path.stat()
+    os.utime(path, (st.st_atime - seconds, st.st_mtime - seconds))
+
+
+def test_tree_with_fresh_in_tree_build_is_used_as_is(tmp_path):
+    tree = source_tree(tmp_path / "linux", built=True)
+    age(tree / "kernel/fork.c", 60)
+    assert kernel.tree_build(tree, build=False) == tree
+
+
+def test_stale_tree_with_no_build_refuses_with_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZCRX_LAB_CACHE", str(tmp_path / "cache"))
+    tree = source_tree(tmp_path / "linux", built=True)
+    age(tree / "arch/x86/boot/bzImage", 60)  # a source changed since the last build
+    with pytest.raises(
+        LabError, match=f"--no-build was given; build it with: python3 -m host build-kernel {tree}"
+    ):
+        kernel.tree_build(tree, build=False)
+
+
+def test_unbuilt_tree_is_built_out_of_tree(tmp_path, monkeypatch):
+    from host.kernels import build
+
+    monkeypatch.setenv("ZCRX_LAB_CACHE", str(tmp_path / "cache"))
+    tree = source_tree(tmp_path / "linux")
+    built = []
+    monkeypatch.setattr(
+        build, "build", lambda spec, fragments, coverage: built.append((spec, fragments)) or "out"
+    )
+    assert kernel.tree_build(tree) == "out"
+    assert built == [(str(tree), ["base", "zcrx"])]
+
+
+def test_the_labs_own_fresh_build_is_found(tmp_path, monkeypatch):
+    from host.kernels import build
+
+    monkeypatch.setenv("ZCRX_LAB_CACHE", str(tmp_path / "cache"))
+    tree = source_tree(tmp_path / "linux")
+    age(tree / "kernel/fork.c", 60)
+    out = build.build_dir(str(tree), ["base", "zcrx"])
+    source_tree(out, built=True)  # what build-kernel TREE left there
+    assert kernel.tree_build(tree, build=False) == out
+
+
+def test_tree_lacking_options_says_how_to_add_them():
+    cfg = dict(FULL)
+    del cfg["IO_URING_ZCRX"]
+    tree = kernel.Kernel("/src/linux", None, "7.3.4", cfg, None, "/src/linux")
+    with pytest.raises(LabError, match="vng --build --configitem CONFIG_IO_URING_ZCRX=y; or let the lab"):
+        kernel.check(tree)
 
 
 @pytest.fixture(scope="module")

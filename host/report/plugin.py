@@ -51,6 +51,12 @@ def pytest_addoption(parser):
         default=None,
         help="where console logs, per-test dmesg and JUnit XML go (default: results/<date-time>)",
     )
+    group.addoption(
+        "--no-build",
+        action="store_true",
+        help="refuse a kernel source tree whose build is missing or older than its sources "
+        "(by default the lab builds it out of tree, incrementally, with kconfigs/ fragments)",
+    )
     group.addoption("--queues", type=int, default=4, help="test NIC queue count (default 4)")
     group.addoption(
         "--guest-timeout",
@@ -82,6 +88,7 @@ class Lab:
     def __init__(self, config):
         self.config = config
         self.spec = config.getoption("kernel") or "default"
+        self.build = not config.getoption("no_build")
         self.results = Path(config.getoption("results_dir"))
         self.kernel = None
         self.image = None
@@ -108,9 +115,10 @@ class Lab:
         if self.kernel:
             return
         if self.spec not in ("default", "debug") or (self.spec == "default" and self.coverage):
-            kernel.resolve(self.spec, None, self.coverage)  # fail fast, before building an image
+            # fail fast, before building an image
+            kernel.resolve(self.spec, None, self.coverage, build=self.build)
         self.image = image.guest_image()
-        self.kernel = kernel.resolve(self.spec, self.image, self.coverage)
+        self.kernel = kernel.resolve(self.spec, self.image, self.coverage, build=self.build)
 
     def ensure_vm(self):
         from host.vm.qemu import VM

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import cache_root, locked
 from host.errors import LabError
 from host.kernels.kconfig import parse_config
 
@@ -86,7 +86,8 @@ def build(
     src, identity = _source(spec)
     key = hashlib.sha256(f"{identity}|{','.join(fragments)}".encode()).hexdigest()[:16]
     out = cache_root() / "builds" / f"{spec if spec == 'debug' else src.name}-{key}"
-    build_tree(src, out, fragments, jobs)
+    with locked(out.with_name(out.name + ".lock")):  # parallel workers: one make at a time in OUT
+        build_tree(src, out, fragments, jobs)
     return out
 
 

@@ -12,6 +12,8 @@
                         commit by commit; charge each new failure to its commit
   bisect --tree T --good G --bad B [TESTS]  git bisect run with the lab as the judge
   bisect-step [TESTS]   judge the tree's HEAD once (exit 0/1/125/128), for `git bisect run`
+  merge-results OUT DIR...  one report (run.json, junit.xml, summary.md) from several results
+                        directories, e.g. the shards of a CI matrix (pytest --shard I/N)
 
 Commands run with any python3; all but `setup` re-run themselves inside .venv.
 """

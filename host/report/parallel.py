@@ -13,8 +13,10 @@ Scheduling: tests that must share a worker (group_of) go to one worker as one
 unit; every other test is dealt out one by one to whichever worker is free.
 """
 
+import ctypes
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -124,6 +126,21 @@ def _scheduler_class():
             return f"group:{group}" if group else nodeid
 
     return GroupScheduling
+
+
+def _die_with_controller() -> None:
+    """A worker gets SIGTERM when the controller goes (SIGTERM, SIGKILL, a crash): its
+    SIGTERM handler (host/vm/qemu.py) kills its VM at once. Without this a worker notices
+    only when it next writes to the controller: after its current test, VM still up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the controller went before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def pytest_configure(config) -> None:
+    if worker_id(config):
+        _die_with_controller()
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

@@ -593,6 +593,7 @@ def _controller_summary(lab: Lab, write) -> None:
     parts = {worker: part for worker, part in sorted(parallel.parts(lab.config).items()) if part}
     run = parallel.merged_run(lab.config, lab.tests_json())
     kernel = next((p["kernel"] for p in parts.values() if p["kernel"]), None)
+    kernel = kernel or (lab.kernel.describe() if lab.kernel else None)  # resolved for --kernel
     if kernel:
         boots = "; ".join(
             f"{worker}: {', '.join(f'{t:.1f}' for t in part['boot_times']) or 'none'}"

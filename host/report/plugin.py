@@ -598,8 +598,8 @@ def _controller_summary(lab: Lab, write) -> None:
         boots = "; ".join(
             f"{worker}: {', '.join(f'{t:.1f}' for t in part['boot_times']) or 'none'}"
             for worker, part in parts.items()
-        )
-        write(f"zcrx-lab: kernel {kernel}; boots to SSH: {boots} s")
+        )  # a worker stopped by Ctrl-C or a crash hands nothing over
+        write(f"zcrx-lab: kernel {kernel}; boots to SSH: {boots + ' s' if boots else 'not reported'}")
     if kernel or lab.outcomes:
         lab.write_run_json()
     for splat_line in run["boot_splats"]:
@@ -608,10 +608,8 @@ def _controller_summary(lab: Lab, write) -> None:
         write(f"zcrx-lab: {run['coverage']}")
     for nodeid, heads in run["splats"].items():
         write(f"zcrx-lab: splat charged to {nodeid}: {'; '.join(heads)}")
-    write(
-        f"zcrx-lab: results in {lab.run_dir} (junit.xml, run.json, tests/*/dmesg.txt, "
-        f"{len(parts)} workers' gw*/console-boot*.log)"
-    )
+    files = "junit.xml, run.json, tests/*/dmesg.txt, gw*/console-boot*.log"
+    write(f"zcrx-lab: results in {lab.run_dir} ({files})")
 
 
 def pytest_sessionfinish(session):

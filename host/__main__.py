@@ -12,6 +12,8 @@
                         commit by commit; charge each new failure to its commit
   bisect --tree T --good G --bad B [TESTS]  git bisect run with the lab as the judge
   bisect-step [TESTS]   judge the tree's HEAD once (exit 0/1/125/128), for `git bisect run`
+  merge-results OUT DIR...  one report (run.json, junit.xml, summary.md) from several results
+                        directories, e.g. the shards of a CI matrix (pytest --shard I/N)
 
 Commands run with any python3; all but `setup` re-run themselves inside .venv.
 """
@@ -27,6 +29,7 @@ if not __package__:  # run as `python3 path/to/host ...` (e.g. by `git bisect ru
 from host.errors import LabError  # noqa: E402
 
 USAGE = __doc__
+STDLIB_ONLY = ("merge-results",)  # commands that need no .venv
 
 
 def main(argv: list[str]) -> int:
@@ -34,6 +37,10 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, args = argv[0], argv[1:]
+    if command in STDLIB_ONLY:  # any python3, e.g. a CI job that only gathers shards' results
+        from host import cli
+
+        return cli.dispatch(command, args)
     from host.setup import REPO, VENV, setup
 
     if command in ("setup", "run", "test"):

@@ -1,5 +1,7 @@
 """Where cached images and kernel builds live, and how their keys are made."""
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -19,3 +21,16 @@ def input_key(inputs: dict) -> str:
     """A short stable hash of everything that decides an artefact's content."""
     blob = json.dumps(inputs, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive flock on PATH (created if missing) for the block.
+
+    Several pytest processes build into the same cache (xdist workers, a
+    series beside a run): the first builds, the others wait and find it built.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield

@@ -1,6 +1,7 @@
 """The commands behind `python3 -m host`, run inside .venv."""
 
 import contextlib
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,8 +30,9 @@ def cmd_run(args) -> int:
 
 def cmd_test(args) -> int:
     image.guest_image()
-    # `slow` (the series/bisect end-to-end on a real tree: a kernel build) stays out
-    return _pytest(["-v", "-rfEs", "-m", "not slow", "host", "guest_tests", *args])
+    # `slow` (the series/bisect end-to-end on a real tree: a kernel build) stays out;
+    # -n auto: one VM per free core (host/report/parallel.py), `-n 0` in ARGS for serial
+    return _pytest(["-v", "-rfEs", "-m", "not slow", "-n", "auto", "host", "guest_tests", *args])
 
 
 def cmd_check_kernel(args) -> int:
@@ -122,6 +124,25 @@ def cmd_build_kernel(args) -> int:
     return 0
 
 
+def cmd_merge_results(args) -> int:
+    from host.report import merge
+
+    if len(args) < 2 or any(a.startswith("-") for a in args):
+        raise LabError("usage: merge-results OUT DIR... (results directories of runs or shards)")
+    cwd = Path(os.environ.get("ZCRX_LAB_CWD", "."))  # relative to where the user typed it
+    out, dirs = cwd / args[0], [cwd / a for a in args[1:]]
+    for folder in dirs:
+        if not folder.is_dir():
+            raise LabError(f"merge-results: {folder}: no such directory")
+    run = merge.merge_results(out, dirs)
+    counts: dict[str, int] = {}
+    for test in run["tests"].values():
+        counts[test["outcome"]] = counts.get(test["outcome"], 0) + 1
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no tests"
+    print(f"zcrx-lab: merged {len(dirs)} results directories into {out}: {summary} (summary.md)")
+    return 1 if any(test["outcome"] in merge.FAILED for test in run["tests"].values()) else 0
+
+
 def cmd_bench(args) -> int:
     from host import bench
 
@@ -154,6 +175,7 @@ COMMANDS = {
     "boot": cmd_boot,
     "shell": cmd_shell,
     "bench": cmd_bench,
+    "merge-results": cmd_merge_results,
     "build-kernel": cmd_build_kernel,
     "series": cmd_series,
     "bisect": cmd_bisect,

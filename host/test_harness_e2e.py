@@ -3,7 +3,8 @@
 Each case runs pytest in a subprocess against guest_tests/test_harness.py and
 checks what a user would see: one-line errors for bad kernels, a deliberate
 panic charged to its test with the panic text while later tests still pass,
-results kept, and no QEMU process or tap left behind.
+results kept, and no QEMU process or tap left behind; the same for `-n 2`
+(two workers, two VMs, one merged report).
 """
 
 import json
@@ -20,10 +21,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def harness_cmd(results: Path, *args: str) -> list[str]:
+def harness_cmd(results: Path, *args: str, tests=("guest_tests/test_harness.py",)) -> list[str]:
     """pytest on guest_tests/test_harness.py as a user types it, results into RESULTS."""
     pytest_ = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    return [*pytest_, f"--results-dir={results}", *args, "guest_tests/test_harness.py"]
+    return [*pytest_, f"--results-dir={results}", *args, *tests]
+
+
+# -n 2: the harness's tests (one group: they build on each other) on one worker, a
+# nodev module beside them on the other
+PARALLEL_TESTS = ("guest_tests/test_harness.py", "guest_tests/test_nodev_refill.py")
 
 
 def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
@@ -35,7 +41,7 @@ def leftovers(results: Path) -> list[str]:
     """QEMU processes of that run, and any tap it created."""
     procs = subprocess.run(["pgrep", "-af", f"qemu-system.*{results}"], capture_output=True, text=True)
     taps = []
-    for cmd_file in results.glob("qemu-boot*.cmd"):
+    for cmd_file in results.rglob("qemu-boot*.cmd"):  # gwN/ too, under -n
         for word in cmd_file.read_text().split():
             if word.startswith("tap,"):
                 name = dict(kv.split("=", 1) for kv in word.split(",")[1:] if "=" in kv)["ifname"]
@@ -159,3 +165,62 @@ def test_killed_run_leaves_no_qemu(tmp_path, sig):
     while leftovers(results) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not leftovers(results)
+
+
+def test_parallel_run_merges_results_and_restarts_only_the_panicked_vm(tmp_path):
+    """-n 2 --crash-selftest: one junit.xml and run.json for both workers, every test's
+    kernel log, each worker's console logs; the panic reboots its worker's VM only."""
+    results = tmp_path / "results"
+    cmd = harness_cmd(results, "--kernel=default", "--crash-selftest", "-n", "2", tests=PARALLEL_TESTS)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the harness's deliberate failures
+    run = json.loads((results / "run.json").read_text())
+    cases = list(ET.parse(results / "junit.xml").getroot().iter("testcase"))
+    assert len(cases) == len(run["tests"]) > 10
+    assert {f"guest_tests/{c.get('classname').split('.')[-1]}.py::{c.get('name')}" for c in cases} == set(
+        run["tests"]
+    )
+    assert run["tests"]["guest_tests/test_harness.py::test_deliberate_panic"]["outcome"] == "failed"
+    assert run["tests"]["guest_tests/test_harness.py::test_guest_alive_after_previous_tests"]["outcome"] == (
+        "passed"
+    )
+    assert any(nodeid.startswith("guest_tests/test_nodev_refill.py") for nodeid in run["tests"])
+    assert "test_deliberate_panic" in " ".join(run["splats"])
+    assert run["release"] and len(run["boot_seconds"]) == 3  # 2 VMs, 1 restart
+    panicked = [d for d in results.glob("gw*") if (d / "console-boot2.log").exists()]
+    assert len(panicked) == 1, sorted(p.name for p in results.rglob("console-boot*.log"))
+    assert "sysrq triggered crash" in (panicked[0] / "console-boot1.log").read_text()
+    assert len(list(results.glob("gw*/console-boot1.log"))) == 2
+    assert len(list(results.glob("tests/*/dmesg.txt"))) == len(run["tests"])  # every one ran in a guest
+    summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("zcrx-lab: kernel ")]
+    assert len(summary) == 1 and "gw0" in summary[0] and "gw1" in summary[0], proc.stdout
+    assert not leftovers(results)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_parallel_run_stopped_leaves_nothing(tmp_path, sig):
+    """Ctrl-C or SIGTERM to the controller while both workers' VMs boot."""
+    results = tmp_path / "results"
+    cmd = harness_cmd(results, "--kernel=default", "-n", "2", tests=PARALLEL_TESTS)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        consoles = list(results.glob("gw*/console-boot1.log"))
+        if len(consoles) == 2 and all(c.stat().st_size > 0 for c in consoles):
+            break
+        time.sleep(0.1)
+    assert len(list(results.glob("gw*/console-boot1.log"))) == 2, "the VMs never started"
+    os.kill(proc.pid, sig)
+    out = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == (2 if sig == signal.SIGINT else -sig), out
+    deadline = time.monotonic() + 10
+    while leftovers(results) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers(results)
+    assert all(c.stat().st_size > 0 for c in results.glob("gw*/console-boot1.log"))

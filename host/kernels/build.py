@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import cache_root, locked
 from host.errors import LabError
 from host.kernels.kconfig import parse_config
 
@@ -85,7 +85,8 @@ def build(
     fragments = fragment_list(spec, fragments, coverage)
     src, _ = _source(spec)
     out = build_dir(spec, fragments)
-    build_tree(src, out, fragments, jobs)
+    with locked(out.with_name(out.name + ".lock")):  # parallel workers: one make at a time in OUT
+        build_tree(src, out, fragments, jobs)
     return out
 
 

@@ -173,6 +173,13 @@ def helper(kernel, image) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / "lock"):  # parallel workers: one builds, the others wait for it
+        if not out.exists():
+            _build_helper(image, source, out)
+    return out
+
+
+def _build_helper(image, source: bytes, out: Path) -> None:
     if not (image.root / "usr/include/liburing.h").exists():
         raise LabError(
             f"guest image {image.root.parent.name} has no liburing-dev: "
@@ -193,7 +200,6 @@ def helper(kernel, image) -> Path:
     tmp_out.write_bytes(binary)
     tmp_out.chmod(0o755)
     tmp_out.rename(out)
-    return out
 
 
 YNL = ["tools/net/ynl/pyynl", "Documentation/netlink/specs"]

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import cache_root, locked
 from host.errors import LabError, first_error
 from host.guestimage.image import build_in_image
 
@@ -43,8 +43,15 @@ def build(kernel, image) -> Path:
     out = cache_root() / "zcnic" / _key(kernel, image) / "zcnic.ko"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with locked(out.parent / "lock"):  # parallel workers: one builds, the others wait for it
+        if not out.exists():
+            _build(kernel, image, out)
+    return out
+
+
+def _build(kernel, image, out: Path) -> None:
     log = out.parent / "build.log"
+    tmp_out = out.with_name("zcnic.ko.tmp")
     if kernel.tree:
         with tempfile.TemporaryDirectory(prefix="zcrx-lab-zcnic-") as tmp:
             for name, data in _sources().items():
@@ -57,8 +64,9 @@ def build(kernel, image) -> Path:
             if proc.returncode != 0 or not built.exists():
                 error = first_error(proc.stdout + proc.stderr)
                 raise LabError(f"zcnic does not build for {kernel.describe()}: {error or 'see ' + str(log)}")
-            shutil.copy(built, out)
-        return out
+            shutil.copy(built, tmp_out)
+        tmp_out.rename(out)  # never a half-written module where a reader looks
+        return
     ko = build_in_image(
         image,
         {f"nic/{name}": data for name, data in _sources().items()},
@@ -67,5 +75,5 @@ def build(kernel, image) -> Path:
         f"zcnic for {kernel.describe()}",
         log,
     )
-    out.write_bytes(ko)
-    return out
+    tmp_out.write_bytes(ko)
+    tmp_out.rename(out)

@@ -4,7 +4,10 @@ Each test that uses the `guest` fixture is charged with every kernel log
 record logged while it ran; a splat among them fails it with the excerpt. A
 panic or a hung guest fails the running test, the VM is restarted, and the
 remaining tests run. Console logs, per-test dmesg and JUnit XML land in the
-results directory whatever happens.
+results directory whatever happens. Under `pytest -n N` (pytest-xdist) every
+worker runs a VM of its own and the controller merges the report
+(host/report/parallel.py); `--shard I/N` runs one slice of the selection
+(host/report/shard.py).
 """
 
 import json
@@ -16,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from host.errors import BootError, LabError
-from host.report import splat
+from host.report import parallel, shard, splat
 from host.vm import kmsg
 from host.vm.guest import Guest
 from host.vm.ssh import GuestTimeout
@@ -80,6 +83,20 @@ def pytest_addoption(parser):
         action="store_true",
         help="run the tests that deliberately panic (or splat) the guest",
     )
+    group.addoption(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="run slice I of N (1-based) of the selected tests, balanced by the durations "
+        "of --shard-durations; for a CI matrix (merge with `python3 -m host merge-results`)",
+    )
+    group.addoption(
+        "--shard-durations",
+        default=None,
+        metavar="PATH",
+        help="junit.xml, run.json or results directory of an earlier run whose test durations "
+        "balance --shard (every shard must be given the same; default: one unit per test)",
+    )
 
 
 class Lab:
@@ -89,7 +106,10 @@ class Lab:
         self.config = config
         self.spec = config.getoption("kernel") or "default"
         self.build = not config.getoption("no_build")
-        self.results = Path(config.getoption("results_dir"))
+        self.run_dir = Path(config.getoption("results_dir"))  # the run's: junit, run.json, tests/
+        self.worker = parallel.worker_id(config)  # "gw0".. under pytest -n, else None
+        # this VM's files (console and boot logs, zcnic.ko, staged trees); the guest's /results
+        self.results = self.run_dir / self.worker if self.worker else self.run_dir
         self.kernel = None
         self.image = None
         self.vm = None
@@ -106,6 +126,7 @@ class Lab:
         self.closed = False
         # nodeid -> {"outcome", "message"}: what series and bisect read (run.json)
         self.outcomes: dict[str, dict] = {}
+        self.seconds: dict[str, float] = {}  # nodeid -> setup + call + teardown (balances --shard)
         self.boot_failure: dict | None = None
 
     def resolve(self) -> None:
@@ -207,20 +228,27 @@ class Lab:
         console = self.vm.console_since(self.console_offset) if self.vm else ""
         if self.vm:
             self.console_offset = self.vm.console_size()
-        folder = self.results / "tests" / re.sub(r"[^\w.-]+", "_", item.nodeid)[-150:]
+        folder = self.run_dir / "tests" / re.sub(r"[^\w.-]+", "_", item.nodeid)[-150:]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "dmesg.txt").write_text(dmesg + "\n")
         (folder / "console.txt").write_text(console)
         return dmesg, console, crashed
 
-    def boot_failed(self, exc: LabError) -> None:
+    def boot_failed(self, exc: LabError, session) -> None:
         """Stop the run: the kernel did not boot (BootError) or the lab failed."""
         kind = "kernel" if isinstance(exc, BootError) else "lab"
         self.boot_failure = {"kind": kind, "message": str(exc)}
+        if self.worker:
+            # pytest.exit in an xdist worker orphans its pending tests (the controller
+            # then fails an internal assertion); a stopped session stops every worker,
+            # and the controller exits 3 with the merged run.json (pytest_sessionfinish)
+            session.shouldstop = f"zcrx-lab: {str(exc).splitlines()[0]}"
+            pytest.fail(f"zcrx-lab: {exc}", pytrace=False)
         self.write_run_json()
         pytest.exit(f"zcrx-lab: {exc}", returncode=3)
 
-    def write_run_json(self) -> None:
+    def run_info(self) -> dict:
+        """This process's run.json (in a worker: its part of the run's)."""
         info = {
             "kernel": self.spec,
             "release": self.kernel.release if self.kernel else None,
@@ -231,11 +259,33 @@ class Lab:
             "boot_splats": [str(s) for s in self.boot_splats],
             "boot_failure": self.boot_failure,
             "coverage": self.coverage_summary or None,
-            "tests": self.outcomes,
+            "tests": self.tests_json(),
         }
         if self.image and self.spec == "default":
             info["debian_package"] = self.image.package_version
-        (self.results / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+        return info
+
+    def tests_json(self) -> dict[str, dict]:
+        """run.json's tests: outcome, message and seconds of each."""
+        return {
+            nodeid: {**outcome, "seconds": round(self.seconds.get(nodeid, 0.0), 3)}
+            for nodeid, outcome in self.outcomes.items()
+        }
+
+    def write_run_json(self) -> None:
+        if parallel.is_controller(self.config):
+            info = parallel.merged_run(self.config, self.tests_json())
+        else:
+            info = self.run_info()
+        (self.run_dir / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+
+    def worker_part(self) -> dict:
+        """What a worker hands the controller at its end (xdist's workeroutput)."""
+        return {
+            "run": self.run_info(),
+            "kernel": self.kernel.describe() if self.kernel else None,
+            "boot_times": self.boot_times,
+        }
 
     def _say(self, text: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -279,6 +329,9 @@ def pytest_configure(config):
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
     results = config.getoption("results_dir")
+    worker = parallel.worker_id(config)
+    if worker:
+        results = config.workerinput["zcrx_results"]  # the controller's (parallel.py)
     if results is None:
         results = REPO / "results" / time.strftime("%Y%m%d-%H%M%S")
         config.option.results_dir = str(results)
@@ -286,15 +339,22 @@ def pytest_configure(config):
     config.option.results_dir = str(results)
     results.mkdir(parents=True, exist_ok=True)
     latest = REPO / "results" / "latest"
-    if results.parent == latest.parent:
+    if results.parent == latest.parent and not worker:
         if latest.is_symlink():
             latest.unlink()
         if not latest.exists():
             latest.symlink_to(results.name)
     if not getattr(config.option, "xmlpath", None):
         config.option.xmlpath = str(results / "junit.xml")
+    if config.getoption("shard"):
+        try:  # a bad --shard is a one-line usage error too
+            shard.parse(config.getoption("shard"))
+        except LabError as exc:
+            raise pytest.UsageError(str(exc)) from None
     lab = Lab(config)
     config.stash[_LAB_KEY] = lab
+    if not parallel.worker_id(config):  # xdist's controller plugin may not be registered yet
+        config.pluginmanager.register(_ControllerRecorder(lab), "zcrx-lab-controller")
     if config.getoption("kernel") or config.getoption("coverage"):
         try:  # a bad --kernel is a one-line usage error, before anything runs
             lab.resolve()
@@ -303,6 +363,16 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("shard"):
+        try:
+            kept = shard.select(items, config.getoption("shard"), config.getoption("shard_durations"))
+        except LabError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        dropped = [item for item in items if item not in kept]
+        items[:] = kept
+        config.hook.pytest_deselected(items=dropped)
+    if parallel.worker_id(config):
+        parallel.write_groups(config, items)
     if config.getoption("crash_selftest"):
         return
     skip = pytest.mark.skip(
@@ -322,12 +392,12 @@ def lab(request) -> Lab:
 
 
 @pytest.fixture(scope="session")
-def _kernel_recorded(lab, record_testsuite_property) -> None:
+def _kernel_recorded(request, lab, record_testsuite_property) -> None:
     """The kernel under test, in the JUnit XML, once the VM first boots."""
     try:
         lab.ensure_vm()
     except LabError as exc:
-        lab.boot_failed(exc)
+        lab.boot_failed(exc, request.session)
     record_testsuite_property("kernel", lab.kernel.spec)
     record_testsuite_property("kernel_release", lab.kernel.release)
     if lab.image and lab.spec == "default":
@@ -365,11 +435,11 @@ def ynl_path(lab) -> str:
 
 
 @pytest.fixture
-def guest(lab, _kernel_recorded) -> Guest:
+def guest(request, lab, _kernel_recorded) -> Guest:
     try:
         vm = lab.ensure_vm()
     except LabError as exc:
-        lab.boot_failed(exc)
+        lab.boot_failed(exc, request.session)
     return Guest(vm, lab.timeout())
 
 
@@ -432,6 +502,7 @@ def pytest_runtest_makereport(item, call):
 
 
 def _record_outcome(lab: Lab, report) -> None:
+    lab.seconds[report.nodeid] = lab.seconds.get(report.nodeid, 0.0) + (report.duration or 0.0)
     previous = lab.outcomes.get(report.nodeid, {}).get("outcome")
     if hasattr(report, "wasxfail"):
         outcome = "xfailed" if report.skipped else "xpassed"
@@ -512,11 +583,26 @@ def _guest_failure(module, answer) -> BaseException:
     return pytest.fail.Exception(f"{answer.message}\n{detail}".strip(), pytrace=False)
 
 
+class _ControllerRecorder:
+    """The xdist controller runs no test: it records each outcome from the workers'
+    reports, so a test of a worker that died is in run.json too."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if parallel.is_controller(self.lab.config):  # a serial run records in makereport
+            _record_outcome(self.lab, report)
+
+
 def pytest_terminal_summary(terminalreporter, config):
     lab: Lab = config.stash.get(_LAB_KEY, None)
     if lab is None:
         return
     write = terminalreporter.write_line
+    if parallel.is_controller(config):
+        _controller_summary(lab, write)
+        return
     if lab.kernel:
         boots = ", ".join(f"{t:.1f}" for t in lab.boot_times)
         write(f"zcrx-lab: kernel {lab.kernel.describe()}; boots to SSH: {boots or 'none'} s")
@@ -529,7 +615,37 @@ def pytest_terminal_summary(terminalreporter, config):
     write(f"zcrx-lab: results in {lab.results} (junit.xml, console-boot*.log, tests/*/dmesg.txt)")
 
 
+def _controller_summary(lab: Lab, write) -> None:
+    """The serial run's summary lines, once, for all workers together."""
+    parts = {worker: part for worker, part in sorted(parallel.parts(lab.config).items()) if part}
+    run = parallel.merged_run(lab.config, lab.tests_json())
+    kernel = next((p["kernel"] for p in parts.values() if p["kernel"]), None)
+    kernel = kernel or (lab.kernel.describe() if lab.kernel else None)  # resolved for --kernel
+    if kernel:
+        boots = "; ".join(
+            f"{worker}: {', '.join(f'{t:.1f}' for t in part['boot_times']) or 'none'}"
+            for worker, part in parts.items()
+        )  # a worker stopped by Ctrl-C or a crash hands nothing over
+        write(f"zcrx-lab: kernel {kernel}; boots to SSH: {boots + ' s' if boots else 'not reported'}")
+    if kernel or lab.outcomes:
+        lab.write_run_json()
+    for splat_line in run["boot_splats"]:
+        write(f"zcrx-lab: WARNING: the kernel splatted while booting: {splat_line.splitlines()[0]}")
+    if run["coverage"]:
+        write(f"zcrx-lab: {run['coverage']}")
+    for nodeid, heads in run["splats"].items():
+        write(f"zcrx-lab: splat charged to {nodeid}: {'; '.join(heads)}")
+    files = "junit.xml, run.json, tests/*/dmesg.txt, gw*/console-boot*.log"
+    write(f"zcrx-lab: results in {lab.run_dir} ({files})")
+
+
 def pytest_sessionfinish(session):
     lab = session.config.stash.get(_LAB_KEY, None)
-    if lab:
-        lab.close()
+    if lab is None:
+        return
+    lab.close()
+    if lab.worker:
+        session.config.workeroutput[parallel.PART_KEY] = lab.worker_part()
+    elif parallel.is_controller(session.config):
+        if parallel.merged_run(session.config, lab.tests_json())["boot_failure"]:
+            session.exitstatus = 3  # as a serial run's pytest.exit: the kernel or the lab failed

@@ -116,7 +116,8 @@ def initramfs(kernel: Kernel) -> Path:
         blob += _cpio_entry(name, data, mode, ino)
         ino += 1
     blob += _cpio_entry("TRAILER!!!", b"", 0, 0)
-    tmp = out.with_suffix(".tmp")
+    # a name of its own: parallel workers may write the same archive at once
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     tmp.write_bytes(gzip.compress(blob, compresslevel=1))
     tmp.rename(out)
     return out

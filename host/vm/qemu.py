@@ -24,7 +24,12 @@ from qemu.machine import ARCHES, MachineSpec
 REPO = Path(__file__).resolve().parents[2]
 # A KASAN+lockdep kernel under TCG on a loaded 2-core machine needs minutes.
 BOOT_TIMEOUT = {"kvm": 60, "tcg": 300}
+PORT_TRIES = 3
 _live: set["VM"] = set()
+
+
+class _PortTaken(Exception):
+    """QEMU could not bind the SSH port forward: someone took the port first."""
 
 
 def _die_with_parent() -> None:
@@ -81,8 +86,19 @@ class VM:
         self.boots += 1
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.results_dir / f"console-boot{self.boots}.log"
-        self.console_log.write_text("")
         self.tap = f"zcl{os.getpid()}b{self.boots}"[:15] if can_create_tap() else None
+        # _free_port() only finds a port free a moment ago: another VM (a parallel
+        # worker's, another user's) may take it before QEMU binds it. QEMU then
+        # exits at once naming the forwarding rule; a fresh port is tried.
+        for attempt in range(PORT_TRIES):
+            try:
+                return self._boot()
+            except _PortTaken:
+                if attempt == PORT_TRIES - 1:
+                    raise LabError(f"no free SSH port for QEMU after {PORT_TRIES} tries") from None
+
+    def _boot(self) -> None:
+        self.console_log.write_text("")
         modules = self.kernel.modules
         spec = MachineSpec(
             kernel=self.kernel.image,
@@ -119,6 +135,8 @@ class VM:
             # memory) is the lab's failure; anything else is the kernel's.
             qemu_failed = self.proc.poll() not in (None, 0) and not self.console_log.stat().st_size
             self.kill()
+            if qemu_failed and "host forwarding rule" in qemu_said:
+                raise _PortTaken() from None
             raise (LabError if qemu_failed else BootError)(
                 f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
                 f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")

@@ -17,6 +17,7 @@ import hashlib
 import shutil
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from host.cache import cache_root
@@ -54,6 +55,24 @@ def build_receiver(image) -> Path:
     return out
 
 
+def call_cost(guest, calls: int = 20) -> str:
+    """What every guest test pays: one request to the boot's agent (an empty function's
+    round trip) and one shell command over SSH, median of CALLS each."""
+    guest.call("guest_tests.bench:nothing")  # the agent starts on first use: not counted
+    agent, shell = [], []
+    for _ in range(calls):
+        t0 = time.monotonic()
+        guest.call("guest_tests.bench:nothing")
+        agent.append(time.monotonic() - t0)
+        t0 = time.monotonic()
+        guest.sh("true", check=True)
+        shell.append(time.monotonic() - t0)
+    return (
+        f"one guest call: {statistics.median(agent) * 1e3:.1f} ms to the agent, "
+        f"{statistics.median(shell) * 1e3:.1f} ms for a shell command over SSH (median of {calls})"
+    )
+
+
 def main(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m host bench")
     parser.add_argument("--kernel", default="default")
@@ -74,6 +93,7 @@ def main(args: list[str]) -> int:
         try:
             vm.start()
             guest = Guest(vm, timeout=600)
+            print(call_cost(guest), flush=True)
             seed = 0
             for r in range(opts.rounds):
                 for who in RECEIVERS:

@@ -25,7 +25,8 @@ def _pytest(args: list[str]) -> int:
 
 def cmd_run(args) -> int:
     image.guest_image()
-    return _pytest(["--kernel=default", "-v", "-rfEs", "guest_tests", *args])
+    # -n auto: one VM per free core, as `test`; `-n 0` in ARGS for one VM
+    return _pytest(["--kernel=default", "-v", "-rfEs", "-n", "auto", "guest_tests", *args])
 
 
 def cmd_test(args) -> int:

@@ -11,7 +11,8 @@ from guest_tests.lib.defer import defer
 from guest_tests.lib.flow import Stream, pump
 from guest_tests.lib.nic import port_for
 from guest_tests.lib.peer import Peer, accept, listener
-from guest_tests.zcrx.util import give_back, pinned_pages, wait_pins
+from guest_tests.zcrx import PAGE_SIZE
+from guest_tests.zcrx.util import give_back, pinned_pages, recv_zc, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
@@ -50,12 +51,16 @@ EVENTS = {
 }
 
 
+@pytest.mark.parametrize("frags", [1, 4], ids=["whole", "4_per_buffer"])
 @pytest.mark.parametrize("event", list(EVENTS))
-def test_held_buffers_keep_their_bytes(nic, event):
+def test_held_buffers_keep_their_bytes(nic, event, frags):
     """The user holds every buffer of a 256 KiB flow; after `event` and a 1 MiB flow through
     the same queue, each held buffer still holds what its CQE delivered (a buffer recycled
     while held shows changed bytes). Returned, the buffers carry a third flow zero copy;
-    once the ring closes, the area is unpinned."""
+    once the ring closes, the area is unpinned. With 4 frames per buffer (fbnic-like), a
+    held CQE shares its buffer with frames of the later flows' neighbours."""
+    if frags > 1:
+        nic.fragmented_buffers(frags)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=1024, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False)
@@ -75,11 +80,15 @@ def test_held_buffers_keep_their_bytes(nic, event):
     assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
-def test_double_return_is_ignored(nic):
+@pytest.mark.parametrize("frags", [1, 4], ids=["whole", "4_per_buffer"])
+def test_double_return_is_ignored(nic, frags):
     """Every buffer of a flow is returned twice through the refill ring. The second return
     of each finds no user reference and must be dropped: a buffer handed to the NIC twice
     would take two frames, and the next flow would arrive corrupted. Closed, the ring's
-    area is unpinned (a buffer counted twice would keep it pinned, or unpin it early)."""
+    area is unpinned (a buffer counted twice would keep it pinned, or unpin it early).
+    With 4 frames per buffer a buffer has several user references at once."""
+    if frags > 1:
+        nic.fragmented_buffers(frags)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=512, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
@@ -105,3 +114,32 @@ def test_never_returned_buffers_released_at_close(nic):
     assert nic.wait_unbound() == []
     assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
     assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"
+
+
+@pytest.mark.parametrize("frags", [2, 4])
+def test_fragmented_buffers_zero_copy(nic, frags):
+    """zcnic posts each 4 KiB buffer as `frags` fragments (page_pool_fragment_netmem, as
+    fbnic): frames land at non-zero offsets of shared niovs, so CQEs point inside buffers
+    and one niov carries several user references; the flow still arrives whole, zero
+    copy, and every buffer goes back (the area is unpinned once the ring closes)."""
+    nic.fragmented_buffers(frags)
+    pins = pinned_pages()
+    port = port_for(frags)
+    lst = listener("ipv4", port)
+    defer(lst.close)
+    peer = Peer("ipv4", port, 2 * MiB, seed=port)
+    defer(peer.kill)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    peer.start()
+    conn = accept(lst, peer)
+    defer(conn.close)
+    res = recv_zc(rx.ring, rx.z, conn.fileno(), flush=False, timeout=120)
+    assert res.final is not None and res.final.res == 0, res.final
+    assert bytes(res.data) == peer.data, f"{len(res.data)} of {2 * MiB} bytes, or not in order"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    inside = {c.zc_off % PAGE_SIZE for c in res.cqes} - {0}
+    assert inside, "no CQE points inside a buffer: the buffers were not fragmented"
+    assert max(c.res for c in res.cqes) <= PAGE_SIZE // frags
+    rx.close()
+    assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"

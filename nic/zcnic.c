@@ -37,6 +37,12 @@
  *                         alloc_fail, the posted ring is not refilled)
  *   rx_drop               every Nth received frame is dropped (hw_drops)
  *
+ * and one mode knob there, read when a queue's memory is allocated (a
+ * restart, -L/-G, link up, a zcrx binding): frags_per_buffer 2 or 4 splits
+ * each buffer into that many frames' worth, as fbnic does
+ * (page_pool_fragment_netmem(): several frames at non-zero offsets of one
+ * buffer, one pool reference each); 0 or 1: one frame per buffer.
+ *
  * and one module parameter, as links have no debugfs directory before they
  * exist: /sys/module/zcnic/parameters/fail_register makes the next N links
  * fail register_netdevice() late (a NETDEV_POST_INIT veto), where the core
@@ -143,16 +149,24 @@ struct zcnic_rq_stats {
  * @overruns: frames dropped because @fifo was full
  * @stats: counters written by NAPI
  */
+/* a posted buffer: a netmem, or one fragment of it from @offset */
+struct zcnic_buf {
+	netmem_ref netmem;
+	u32 offset;
+};
+
 struct zcnic_rq {
 	struct napi_struct napi;
 	struct zcnic_priv *priv;
 	struct page_pool *pp;
-	netmem_ref *ring;
+	struct zcnic_buf *ring;
 	u32 ring_size;
 	u32 head;
 	u32 posted;
 	u32 idx;
-	u32 buf_size;		/* bytes per posted buffer (rx-buf-len) */
+	u32 buf_size;		/* bytes per page-pool buffer (rx-buf-len) */
+	u32 frags;		/* posted fragments per buffer */
+	u32 frag_size;		/* buf_size / frags: what one frame may fill */
 	bool unreadable;
 	struct sk_buff_head fifo;
 	atomic64_t overruns;
@@ -223,6 +237,7 @@ struct zcnic_priv {
 	u32 fail_queue_start;
 	u32 fail_pp_alloc;
 	u32 rx_drop;
+	u32 frags_per_buffer;	/* mode: fragmented buffers (fbnic-like) */
 	atomic_t pp_alloc_cnt;
 	atomic_t rx_cnt;
 };
@@ -668,34 +683,40 @@ drop:
 
 /* Posted buffer ring */
 
-static netmem_ref zcnic_ring_pop(struct zcnic_rq *rq)
+static struct zcnic_buf zcnic_ring_pop(struct zcnic_rq *rq)
 {
-	netmem_ref netmem = rq->ring[rq->head];
+	struct zcnic_buf buf = rq->ring[rq->head];
 
-	rq->ring[rq->head] = 0;
+	rq->ring[rq->head].netmem = 0;
 	if (++rq->head == rq->ring_size)
 		rq->head = 0;
 	rq->posted--;
-	return netmem;
+	return buf;
 }
 
-static void zcnic_ring_push(struct zcnic_rq *rq, netmem_ref netmem)
+static void zcnic_ring_push(struct zcnic_rq *rq, netmem_ref netmem, u32 offset)
 {
 	u32 idx = rq->head + rq->posted;
 
 	if (idx >= rq->ring_size)
 		idx -= rq->ring_size;
-	rq->ring[idx] = netmem;
+	rq->ring[idx].netmem = netmem;
+	rq->ring[idx].offset = offset;
 	rq->posted++;
 }
 
-/* Refill the posted ring from the page pool (the driver's refill path). */
+/*
+ * Refill the posted ring from the page pool (the driver's refill path). A
+ * fragmented buffer holds one pool reference per posted fragment, each
+ * dropped by whoever ends up with that fragment (an skb, or rq_free).
+ */
 static void zcnic_refill(struct zcnic_rq *rq)
 {
 	struct zcnic_priv *priv = rq->priv;
 	netmem_ref netmem;
+	u32 i;
 
-	while (rq->posted < rq->ring_size) {
+	while (rq->posted + rq->frags <= rq->ring_size) {
 		if (zcnic_fault_nth(&priv->fail_pp_alloc, &priv->pp_alloc_cnt))
 			netmem = 0;
 		else
@@ -707,7 +728,10 @@ static void zcnic_refill(struct zcnic_rq *rq)
 			u64_stats_update_end(&rq->stats.syncp);
 			return;
 		}
-		zcnic_ring_push(rq, netmem);
+		if (rq->frags > 1)
+			page_pool_fragment_netmem(netmem, rq->frags);
+		for (i = 0; i < rq->frags; i++)
+			zcnic_ring_push(rq, netmem, i * rq->frag_size);
 	}
 }
 
@@ -719,10 +743,11 @@ static void zcnic_refill(struct zcnic_rq *rq)
  * the only way to fill unreadable net_iovs (io_uring zcrx areas): the CPU
  * has no page_address() for them, but a device writes them just fine.
  */
-static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
+static bool zcnic_dma_write(struct zcnic_rq *rq, struct zcnic_buf buf,
 			    const struct sk_buff *src, unsigned int off,
 			    unsigned int len)
 {
+	netmem_ref netmem = buf.netmem;
 	dma_addr_t dma = page_pool_get_dma_addr_netmem(netmem);
 	phys_addr_t phys = dma_to_phys(rq->pp->p.dev, dma);
 	unsigned int done, n;
@@ -734,6 +759,7 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
 	if (!netmem_is_net_iov(netmem) &&
 	    WARN_ON_ONCE(page_to_phys(netmem_to_page(netmem)) != phys))
 		return false;
+	phys += buf.offset;
 
 	/* a buffer above PAGE_SIZE is physically contiguous: one page at a time */
 	for (done = 0; done < len; done += n) {
@@ -747,7 +773,7 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, netmem_ref netmem,
 			break;
 	}
 
-	page_pool_dma_sync_netmem_for_cpu(rq->pp, netmem, 0, len);
+	page_pool_dma_sync_netmem_for_cpu(rq->pp, netmem, buf.offset, len);
 	return !err;
 }
 
@@ -798,7 +824,7 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 		return;
 	}
 
-	nfrags = DIV_ROUND_UP(len - hlen, rq->buf_size);
+	nfrags = DIV_ROUND_UP(len - hlen, rq->frag_size);
 	if (nfrags > MAX_SKB_FRAGS) {
 		zcnic_rq_drop(rq, &rq->stats.too_big_drops);
 		return;
@@ -822,15 +848,16 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 
 	for (i = 0, off = hlen; off < len; i++) {
 		unsigned int chunk = min_t(unsigned int, len - off,
-					   rq->buf_size);
-		netmem_ref netmem = zcnic_ring_pop(rq);
+					   rq->frag_size);
+		struct zcnic_buf buf = zcnic_ring_pop(rq);
 
-		if (!zcnic_dma_write(rq, netmem, orig, off, chunk)) {
-			page_pool_put_full_netmem(rq->pp, netmem, true);
+		if (!zcnic_dma_write(rq, buf, orig, off, chunk)) {
+			/* this fragment's reference only */
+			page_pool_put_netmem(rq->pp, buf.netmem, -1, true);
 			goto drop_skb;
 		}
-		skb_add_rx_frag_netmem(skb, i, netmem, 0, chunk,
-				       rq->buf_size);
+		skb_add_rx_frag_netmem(skb, i, buf.netmem, buf.offset, chunk,
+				       rq->frag_size);
 		off += chunk;
 	}
 
@@ -919,7 +946,7 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 	struct netdev_queue_config cur;
 	struct zcnic_rq *rq;
 	int err = -ENOMEM;
-	u32 buf_size;
+	u32 buf_size, frags;
 
 	if (!qcfg) {
 		netdev_queue_config(priv->dev, idx, &cur);
@@ -928,6 +955,8 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 	buf_size = qcfg->rx_page_size ?: PAGE_SIZE;
 	pp.order = get_order(buf_size);
 	pp.max_len = buf_size;
+	frags = READ_ONCE(priv->frags_per_buffer);
+	frags = frags == 2 || frags == 4 ? frags : 1;
 
 	rq = kzalloc_obj(*rq, GFP_KERNEL);
 	if (!rq)
@@ -937,6 +966,8 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 		goto err_free_rq;
 	rq->ring_size = ring_size;
 	rq->buf_size = buf_size;
+	rq->frags = frags;
+	rq->frag_size = buf_size / frags;
 	rq->idx = idx;
 	rq->priv = priv;
 	skb_queue_head_init(&rq->fifo);
@@ -983,8 +1014,9 @@ static void zcnic_rq_free(struct zcnic_priv *priv, struct zcnic_rq *rq)
 	if (!rq)
 		return;
 	zcnic_rq_fold_stats(priv, rq);
-	while (rq->posted)
-		page_pool_put_full_netmem(rq->pp, zcnic_ring_pop(rq), false);
+	while (rq->posted)	/* one pool reference per posted fragment */
+		page_pool_put_netmem(rq->pp, zcnic_ring_pop(rq).netmem, -1,
+				     false);
 	page_pool_destroy(rq->pp);
 	netif_napi_del_locked(&rq->napi);
 	skb_queue_purge(&rq->fifo);
@@ -2011,6 +2043,7 @@ static void zcnic_debugfs_init(struct zcnic_priv *priv)
 			   &priv->fail_queue_start);
 	debugfs_create_u32("fail_pp_alloc", 0600, d, &priv->fail_pp_alloc);
 	debugfs_create_u32("rx_drop", 0600, d, &priv->rx_drop);
+	debugfs_create_u32("frags_per_buffer", 0600, d, &priv->frags_per_buffer);
 }
 
 /*

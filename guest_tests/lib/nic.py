@@ -335,6 +335,19 @@ class NicEnv:
         _write(f"{DEBUGFS}/{name}", str(value))
         return self._undo(_write, f"{DEBUGFS}/{name}", "0")
 
+    def fragmented_buffers(self, frags: int):
+        """zcnic's fbnic-like mode: FRAGS frames' worth per page-pool buffer, for every
+        queue memory allocated from now on (a binding's restart, -G). Undone after the
+        test, every queue rebuilt whole again."""
+        self.require_knobs()
+        _write(f"{DEBUGFS}/frags_per_buffer", str(frags))
+        self._undo(self._whole_buffers)
+
+    def _whole_buffers(self):
+        _write(f"{DEBUGFS}/frags_per_buffer", "0")
+        for rx in (self.ring_default // 2, self.ring_default):  # -G twice: every queue anew
+            self.nl.ethtool.rings_set({**self._header(), "rx": rx})
+
     @staticmethod
     def module_param(name: str) -> str:
         with open(f"/sys/module/zcnic/parameters/{name}") as f:

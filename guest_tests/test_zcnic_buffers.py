@@ -60,7 +60,7 @@ def test_held_buffers_keep_their_bytes(nic, event, frags):
     once the ring closes, the area is unpinned. With 4 frames per buffer (fbnic-like), a
     held CQE shares its buffer with frames of the later flows' neighbours."""
     if frags > 1:
-        nic.fragmented_buffers(frags)
+        nic.queue_mode("frags_per_buffer", frags)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=1024, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False)
@@ -88,7 +88,7 @@ def test_double_return_is_ignored(nic, frags):
     area is unpinned (a buffer counted twice would keep it pinned, or unpin it early).
     With 4 frames per buffer a buffer has several user references at once."""
     if frags > 1:
-        nic.fragmented_buffers(frags)
+        nic.queue_mode("frags_per_buffer", frags)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=512, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
@@ -122,7 +122,7 @@ def test_fragmented_buffers_zero_copy(nic, frags):
     fbnic): frames land at non-zero offsets of shared niovs, so CQEs point inside buffers
     and one niov carries several user references; the flow still arrives whole, zero
     copy, and every buffer goes back (the area is unpinned once the ring closes)."""
-    nic.fragmented_buffers(frags)
+    nic.queue_mode("frags_per_buffer", frags)
     pins = pinned_pages()
     port = port_for(frags)
     lst = listener("ipv4", port)

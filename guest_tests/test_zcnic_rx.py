@@ -351,3 +351,28 @@ def test_length_limited_requests_zero_copy(nic, length):
     assert rx.z.stats()["copy_count"] == 0, "not zero copy"
     after_eof = recv_zc(rx.ring, rx.z, conn.fileno(), flush=False, timeout=30)
     assert after_eof.final.res == 0 and not after_eof.data, after_eof.final
+
+
+def test_header_page_pool_zero_copy(nic):
+    """zcnic's header_pool mode (as bnxt and fbnic with a memory provider): split headers
+    go to pages of a second, readable page pool on the bound queue, and the skb is built
+    around them. page-pool-get lists both pools on the queue's NAPI, only one of them
+    io_uring's; the flow arrives whole, zero copy; both pools are gone after the close."""
+    nic.queue_mode("header_pool", 1)
+    pins0 = pinned_pages()
+    port, lst, peer = tcp_flow("ipv4", 2 * MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    napi = nic.queues()[1]["napi-id"]
+    pools = [p for p in nic.nl.netdev.page_pool_get({}, dump=True) if p.get("napi-id") == napi]
+    st = receive_flow(rx, lst, peer)
+    assert sorted("io-uring" in p for p in pools) == [False, True], pools
+    assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    rx.close()
+    assert nic.wait_unbound() == []
+    assert wait_pins(pins0)[0] == pins0, "pages still pinned after the ring closed"
+    ids = {p["id"] for p in pools}  # the queue restarted on unbind: these were destroyed
+    now = nic.nl.netdev.page_pool_get({}, dump=True)
+    attached = [p for p in now if p["id"] in ids and "detach-time" not in p]
+    assert attached == [], f"pools of the queue before the unbind still attached: {attached}"

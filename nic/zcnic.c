@@ -41,7 +41,11 @@
  * restart, -L/-G, link up, a zcrx binding): frags_per_buffer 2 or 4 splits
  * each buffer into that many frames' worth, as fbnic does
  * (page_pool_fragment_netmem(): several frames at non-zero offsets of one
- * buffer, one pool reference each); 0 or 1: one frame per buffer.
+ * buffer, one pool reference each); 0 or 1: one frame per buffer.  And
+ * header_pool 1: split headers are DMA'd into pages of a second, readable
+ * page pool per queue and the skb is built around that page, as bnxt and
+ * fbnic do with a memory provider on the queue; 0: headers copied into a
+ * freshly allocated skb head.
  *
  * and one module parameter, as links have no debugfs directory before they
  * exist: /sys/module/zcnic/parameters/fail_register makes the next N links
@@ -159,6 +163,7 @@ struct zcnic_rq {
 	struct napi_struct napi;
 	struct zcnic_priv *priv;
 	struct page_pool *pp;
+	struct page_pool *hpp;	/* header_pool mode: split headers' pages */
 	struct zcnic_buf *ring;
 	u32 ring_size;
 	u32 head;
@@ -238,6 +243,7 @@ struct zcnic_priv {
 	u32 fail_pp_alloc;
 	u32 rx_drop;
 	u32 frags_per_buffer;	/* mode: fragmented buffers (fbnic-like) */
+	u32 header_pool;	/* mode: headers in a page pool of their own */
 	atomic_t pp_alloc_cnt;
 	atomic_t rx_cnt;
 };
@@ -743,13 +749,13 @@ static void zcnic_refill(struct zcnic_rq *rq)
  * the only way to fill unreadable net_iovs (io_uring zcrx areas): the CPU
  * has no page_address() for them, but a device writes them just fine.
  */
-static bool zcnic_dma_write(struct zcnic_rq *rq, struct zcnic_buf buf,
+static bool zcnic_dma_write(struct page_pool *pool, struct zcnic_buf buf,
 			    const struct sk_buff *src, unsigned int off,
 			    unsigned int len)
 {
 	netmem_ref netmem = buf.netmem;
 	dma_addr_t dma = page_pool_get_dma_addr_netmem(netmem);
-	phys_addr_t phys = dma_to_phys(rq->pp->p.dev, dma);
+	phys_addr_t phys = dma_to_phys(pool->p.dev, dma);
 	unsigned int done, n;
 	int err = 0;
 	void *va;
@@ -773,7 +779,7 @@ static bool zcnic_dma_write(struct zcnic_rq *rq, struct zcnic_buf buf,
 			break;
 	}
 
-	page_pool_dma_sync_netmem_for_cpu(rq->pp, netmem, buf.offset, len);
+	page_pool_dma_sync_netmem_for_cpu(pool, netmem, buf.offset, len);
 	return !err;
 }
 
@@ -783,6 +789,36 @@ static void zcnic_rq_drop(struct zcnic_rq *rq, u64 *counter)
 	(*counter)++;
 	u64_stats_update_end(&rq->stats.syncp);
 	dev_dstats_rx_dropped(rq->priv->dev);
+}
+
+/*
+ * header_pool mode: "DMA" the headers into a page of the queue's header
+ * pool and build the skb around it (its head recycles to that pool).
+ */
+static struct sk_buff *zcnic_header_skb(struct zcnic_rq *rq,
+					const struct sk_buff *orig,
+					unsigned int hlen)
+{
+	const unsigned int headroom = NET_SKB_PAD + NET_IP_ALIGN;
+	struct zcnic_buf buf = { .offset = headroom };
+	struct sk_buff *skb;
+	struct page *page;
+
+	page = page_pool_alloc_pages(rq->hpp, GFP_ATOMIC | __GFP_NOWARN);
+	if (!page)
+		return NULL;
+	buf.netmem = page_to_netmem(page);
+	if (!zcnic_dma_write(rq->hpp, buf, orig, 0, hlen))
+		goto err;
+	skb = napi_build_skb(page_address(page), PAGE_SIZE);
+	if (!skb)
+		goto err;
+	skb_reserve(skb, headroom);
+	__skb_put(skb, hlen);
+	return skb;
+err:
+	page_pool_put_full_page(rq->hpp, page, true);
+	return NULL;
 }
 
 /*
@@ -837,13 +873,15 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 		return;
 	}
 
-	skb = napi_alloc_skb(&rq->napi, hlen);
+	skb = split && rq->hpp ? zcnic_header_skb(rq, orig, hlen) :
+				 napi_alloc_skb(&rq->napi, hlen);
 	if (!skb) {
 		zcnic_rq_drop(rq, &rq->stats.alloc_fail);
 		return;
 	}
 	skb_mark_for_recycle(skb);
-	if (skb_copy_bits(orig, 0, skb_put(skb, hlen), hlen))
+	if (!(split && rq->hpp) &&
+	    skb_copy_bits(orig, 0, skb_put(skb, hlen), hlen))
 		goto drop_skb;
 
 	for (i = 0, off = hlen; off < len; i++) {
@@ -851,7 +889,7 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 					   rq->frag_size);
 		struct zcnic_buf buf = zcnic_ring_pop(rq);
 
-		if (!zcnic_dma_write(rq, buf, orig, off, chunk)) {
+		if (!zcnic_dma_write(rq->pp, buf, orig, off, chunk)) {
 			/* this fragment's reference only */
 			page_pool_put_netmem(rq->pp, buf.netmem, -1, true);
 			goto drop_skb;
@@ -981,6 +1019,19 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 		goto err_del_napi;
 	}
 	rq->unreadable = page_pool_is_unreadable(rq->pp);
+	if (READ_ONCE(priv->header_pool)) {
+		/* readable pages: no UNREADABLE flag, so no memory provider */
+		pp.flags &= ~PP_FLAG_ALLOW_UNREADABLE_NETMEM;
+		pp.order = 0;
+		pp.max_len = PAGE_SIZE;
+		rq->hpp = page_pool_create(&pp);
+		if (IS_ERR(rq->hpp)) {
+			err = PTR_ERR(rq->hpp);
+			rq->hpp = NULL;
+			page_pool_destroy(rq->pp);
+			goto err_del_napi;
+		}
+	}
 	return rq;
 
 err_del_napi:
@@ -1018,6 +1069,8 @@ static void zcnic_rq_free(struct zcnic_priv *priv, struct zcnic_rq *rq)
 		page_pool_put_netmem(rq->pp, zcnic_ring_pop(rq).netmem, -1,
 				     false);
 	page_pool_destroy(rq->pp);
+	if (rq->hpp)
+		page_pool_destroy(rq->hpp);
 	netif_napi_del_locked(&rq->napi);
 	skb_queue_purge(&rq->fifo);
 	kvfree(rq->ring);
@@ -2044,6 +2097,7 @@ static void zcnic_debugfs_init(struct zcnic_priv *priv)
 	debugfs_create_u32("fail_pp_alloc", 0600, d, &priv->fail_pp_alloc);
 	debugfs_create_u32("rx_drop", 0600, d, &priv->rx_drop);
 	debugfs_create_u32("frags_per_buffer", 0600, d, &priv->frags_per_buffer);
+	debugfs_create_u32("header_pool", 0600, d, &priv->header_pool);
 }
 
 /*

@@ -335,16 +335,17 @@ class NicEnv:
         _write(f"{DEBUGFS}/{name}", str(value))
         return self._undo(_write, f"{DEBUGFS}/{name}", "0")
 
-    def fragmented_buffers(self, frags: int):
-        """zcnic's fbnic-like mode: FRAGS frames' worth per page-pool buffer, for every
-        queue memory allocated from now on (a binding's restart, -G). Undone after the
-        test, every queue rebuilt whole again."""
+    def queue_mode(self, knob: str, value: int):
+        """A zcnic mode (frags_per_buffer: fbnic-like fragmented buffers; header_pool:
+        bnxt-like header pages), used by every queue memory allocated from now on (a
+        binding's restart, -G). Undone after the test, every queue rebuilt in the default
+        mode."""
         self.require_knobs()
-        _write(f"{DEBUGFS}/frags_per_buffer", str(frags))
-        self._undo(self._whole_buffers)
+        _write(f"{DEBUGFS}/{knob}", str(value))
+        self._undo(self._default_mode, knob)
 
-    def _whole_buffers(self):
-        _write(f"{DEBUGFS}/frags_per_buffer", "0")
+    def _default_mode(self, knob):
+        _write(f"{DEBUGFS}/{knob}", "0")
         for rx in (self.ring_default // 2, self.ring_default):  # -G twice: every queue anew
             self.nl.ethtool.rings_set({**self._header(), "rx": rx})
 

@@ -7,12 +7,12 @@ the guest (guest_tests/agent.py).
 import ctypes
 import fcntl
 import os
-from errno import EBADF, EINVAL, errorcode
+from errno import EBADF, EINVAL
 
 import pytest
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.registration import EVENTS
+from guest_tests.lib.registration import EVENTS, MIXED, NO_DEFER, ZCRX, errname
 from guest_tests.lib.structs import Late, put
 from guest_tests.zcrx import PAGE_SIZE
 from guest_tests.zcrx import uapi as U
@@ -21,14 +21,6 @@ from guest_tests.zcrx.util import errno_of, wait_pins
 pytestmark = [pytest.mark.nodev, pytest.mark.in_guest]
 
 PAGE = PAGE_SIZE
-ZCRX = U.ZCRX_RING_FLAGS  # DEFER_TASKRUN | SINGLE_ISSUER | CQE32
-DEFER = U.IORING_SETUP_DEFER_TASKRUN | U.IORING_SETUP_SINGLE_ISSUER
-MIXED = DEFER | U.IORING_SETUP_CQE_MIXED
-NO_DEFER = U.IORING_SETUP_SINGLE_ISSUER | U.IORING_SETUP_CQE32
-
-
-def errname(err):
-    return errorcode.get(err, err)
 
 
 PIPE = Late("a pipe's read end")

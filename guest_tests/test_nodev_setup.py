@@ -10,13 +10,25 @@ io_uring/register.c of Linux 7.3.
 import ctypes
 import os
 import platform
-from errno import EFAULT, EINVAL, ENODEV, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, ERANGE, errorcode
+from errno import EFAULT, EINVAL, ENODEV, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, ERANGE
 
 import pytest
 
 from guest_tests.contract import KERNEL_UAPI
 from guest_tests.lib.defer import defer
-from guest_tests.lib.registration import BAD, EVENTS, GUARDED, LO, Reg, register
+from guest_tests.lib.registration import (
+    BAD,
+    DEFER,
+    EVENTS,
+    GUARDED,
+    LO,
+    MIXED,
+    NO_DEFER,
+    ZCRX,
+    Reg,
+    errname,
+    register,
+)
 from guest_tests.lib.structs import plus, put, resolve
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs, layout
 from guest_tests.zcrx import uapi as U
@@ -26,16 +38,8 @@ from guest_tests.zcrx.util import CAP_NET_ADMIN, drop_cap, errno_of, in_child, w
 pytestmark = [pytest.mark.nodev, pytest.mark.in_guest]
 
 PAGE = PAGE_SIZE
-ZCRX = U.ZCRX_RING_FLAGS  # DEFER_TASKRUN | SINGLE_ISSUER | CQE32
-DEFER = U.IORING_SETUP_DEFER_TASKRUN | U.IORING_SETUP_SINGLE_ISSUER
-MIXED = DEFER | U.IORING_SETUP_CQE_MIXED
-NO_DEFER = U.IORING_SETUP_SINGLE_ISSUER | U.IORING_SETUP_CQE32
 CLAMP = ZCRX | U.IORING_SETUP_CLAMP
 NO_STATS = {"stats": False, "region_size": PAGE}  # a one-page region, rqes only
-
-
-def errname(err):
-    return errorcode.get(err, err)
 
 
 def test_uapi_layout_matches_kernel_headers(nodev):

@@ -32,6 +32,18 @@ def harness_cmd(results: Path, *args: str, tests=("guest_tests/test_harness.py",
 PARALLEL_TESTS = ("guest_tests/test_harness.py", "guest_tests/test_nodev_refill.py")
 
 
+def start(cmd) -> subprocess.Popen:
+    """CMD running as from a terminal: SIGINT at its default (a background job, as this
+    test may be, inherits it ignored; a user's terminal does not)."""
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
     cmd = harness_cmd(tmp_path / "results", *args)
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -129,14 +141,7 @@ def test_panic_and_splats_are_charged_and_the_run_goes_on(tmp_path):
 def test_interrupt_keeps_results_and_leaves_nothing(tmp_path):
     results = tmp_path / "results"
     cmd = harness_cmd(results, "--kernel=default")
-    # A background job may inherit SIGINT ignored; a user's terminal does not.
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = start(cmd)
     console = results / "console-boot1.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (console.exists() and console.stat().st_size > 0):
@@ -202,13 +207,7 @@ def test_parallel_run_stopped_leaves_nothing(tmp_path, sig):
     """Ctrl-C or SIGTERM to the controller while both workers' VMs boot."""
     results = tmp_path / "results"
     cmd = harness_cmd(results, "--kernel=default", "-n", "2", tests=PARALLEL_TESTS)
-    proc = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc = start(cmd)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         consoles = list(results.glob("gw*/console-boot1.log"))

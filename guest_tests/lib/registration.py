@@ -7,6 +7,7 @@ for values that exist only in the guest while the test runs (see structs.py).
 
 import ctypes
 import socket
+from errno import errorcode
 from typing import NamedTuple
 
 from guest_tests.lib.defer import defer
@@ -15,6 +16,18 @@ from guest_tests.zcrx import PAGE_SIZE, Zcrx, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.mem import PROT_NONE, libc
 from guest_tests.zcrx.util import errno_of
+
+# io_uring_setup flags of the rings the registration tables use
+ZCRX = U.ZCRX_RING_FLAGS  # DEFER_TASKRUN | SINGLE_ISSUER | CQE32
+DEFER = U.IORING_SETUP_DEFER_TASKRUN | U.IORING_SETUP_SINGLE_ISSUER
+MIXED = DEFER | U.IORING_SETUP_CQE_MIXED
+NO_DEFER = U.IORING_SETUP_SINGLE_ISSUER | U.IORING_SETUP_CQE32
+
+
+def errname(err):
+    """EINVAL for 22; 0 stays 0."""
+    return errorcode.get(err, err)
+
 
 BAD = Late("an inaccessible address (a PROT_NONE page)")
 EVENTS = Late("the address of the registration's zcrx_event_desc")

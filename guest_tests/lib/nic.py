@@ -42,6 +42,7 @@ from guest_tests.lib.topology import (  # noqa: F401 - the veth kind's names
 )
 from guest_tests.lib.ynl import load_ynl
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
+from guest_tests.zcrx.util import pinned_pages, wait_pins
 
 FAMILY = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 FLOW_TYPE = {"ipv4": "tcp4", "ipv6": "tcp6"}
@@ -386,9 +387,13 @@ class NicEnv:
                 args.close()
 
     def rx(self, queue: int, area_pages=1024, rq_entries=1024, cq_entries=4096, **kw) -> "Rx":
-        """A ring with a zcrx on zc0's `queue`, closed after the test (or by .close())."""
+        """A ring with a zcrx on zc0's `queue`, closed after the test (or by .close()).
+        After the test its area is also waited for until unpinned: the skbs that hold
+        its buffers may be freed late (see zcrx.util.wait_pins), and the next test
+        counts pinned pages from a settled start."""
+        pins = pinned_pages()
         rx = Rx(self.ifindex, queue, area_pages, rq_entries, cq_entries, **kw)
-        defer(rx.close)
+        defer(_release, rx, pins)
         return rx
 
     def xdp_prog(self, frags=True) -> int:
@@ -396,6 +401,11 @@ class NicEnv:
         fd = xdp_pass_prog(frags)
         defer(os.close, fd)
         return fd
+
+
+def _release(rx, pins):
+    rx.close()
+    wait_pins(pins, at_most=True)
 
 
 def _write(path, text):

@@ -205,8 +205,9 @@ def pinned_vm_kb():
     raise RuntimeError("no VmPin in /proc/self/status")
 
 
-def wait_pins(target, timeout=15.0, kick_after=5.0):
-    """Poll until pinned_pages() == target; returns (value, seconds waited).
+def wait_pins(target, timeout=15.0, kick_after=5.0, at_most=False):
+    """Poll until pinned_pages() == target (at_most: <= target, where pins that were
+    there before may go too); returns (value, seconds waited).
 
     An area stays pinned until its page pool has every buffer back, and TCP
     hands consumed skbs to the CPU that allocated them (skb defer lists),
@@ -217,7 +218,7 @@ def wait_pins(target, timeout=15.0, kick_after=5.0):
     kicked = kick_after is None
     while True:
         v = pinned_pages()
-        if v == target or time.monotonic() - t0 > timeout:
+        if v == target or (at_most and v < target) or time.monotonic() - t0 > timeout:
             return v, round(time.monotonic() - t0, 2)
         if not kicked and time.monotonic() - t0 > kick_after:
             run_net_rx_on_every_cpu()

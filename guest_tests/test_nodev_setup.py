@@ -15,6 +15,7 @@ from errno import EFAULT, EINVAL, ENODEV, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, E
 import pytest
 
 from guest_tests.contract import KERNEL_UAPI
+from guest_tests.lib import sysctl
 from guest_tests.lib.defer import defer
 from guest_tests.lib.registration import (
     BAD,
@@ -407,11 +408,8 @@ def test_hugetlb_area(nodev):
     page), NODEV still uses 4 KiB buffers, data is intact, pins are released."""
     if not os.path.exists("/proc/sys/vm/nr_hugepages"):
         pytest.skip(f"kernel {platform.release()} has no hugetlb pages (CONFIG_HUGETLBFS)")
-    old = int(nodev.sysctl("vm.nr_hugepages"))
-    nodev.set_sysctl("vm.nr_hugepages", old + 2)
-    got = int(nodev.sysctl("vm.nr_hugepages"))
-    if got < old + 2:
-        pytest.skip(f"could not reserve 2 huge pages (nr_hugepages {got})")
+    if not sysctl.reserve_hugepages(2):
+        pytest.skip(f"could not reserve 2 huge pages (nr_hugepages {sysctl.read('vm.nr_hugepages')})")
     base = nodev.pins()
     try:
         area = nodev.mem(2 << 20, hugetlb=True)

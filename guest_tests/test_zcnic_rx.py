@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from guest_tests.lib import sysctl
 from guest_tests.lib.defer import defer
 from guest_tests.lib.flow import HW_DROPS, Stream, pump, receive_flow, summary, tcp_flow, zc_transfer
 from guest_tests.lib.peer import accept
@@ -252,22 +253,11 @@ def test_recv_zc_on_foreign_ifq_fails(nic):
 
 
 def reserve_hugepages(count):
-    """At least COUNT free 2 MiB pages (vm.nr_hugepages raised, put back after the test)."""
-    if not os.path.exists("/proc/sys/vm/nr_hugepages"):
+    """At least COUNT free 2 MiB pages until the test ends, or a skip saying why not."""
+    if not sysctl.exists("vm.nr_hugepages"):
         pytest.skip(f"kernel {os.uname().release} has no hugetlb pages (CONFIG_HUGETLBFS)")
-    with open("/proc/sys/vm/nr_hugepages") as f:
-        old = int(f.read())
-    with open("/proc/sys/vm/nr_hugepages", "w") as f:
-        f.write(str(old + count))
-    defer(_write, "/proc/sys/vm/nr_hugepages", str(old))
-    with open("/proc/sys/vm/nr_hugepages") as f:
-        if int(f.read()) < old + count:
-            pytest.skip(f"could not reserve {count} huge pages")
-
-
-def _write(path, text):
-    with open(path, "w") as f:
-        f.write(text)
+    if not sysctl.reserve_hugepages(count):
+        pytest.skip(f"could not reserve {count} huge pages")
 
 
 @pytest.mark.parametrize("pages", [2, 16])

@@ -20,10 +20,10 @@ import time
 import pytest
 
 from guest_tests.contract import RESULTS
-from guest_tests.lib import cpus
+from guest_tests.lib import cpus, sysctl
 from guest_tests.lib.defer import defer
 from guest_tests.lib.flow import Stream, pump
-from guest_tests.lib.nic import IFNAME, LOWER, link_exists, port_for, sh
+from guest_tests.lib.nic import IFNAME, LOWER, link_exists, port_for
 from guest_tests.lib.peer import Peer, accept, listener
 from guest_tests.zcrx import PAGE_SIZE, Mem
 from guest_tests.zcrx import uapi as U
@@ -246,7 +246,7 @@ def test_closed_ring_area_unpinned_once_every_cpu_ran_net_rx(nic):
     cpus.quiet_all_but(rx_cpu)
     res = consume_elsewhere_then_close(nic, rx_cpu, tx_cpu, 0x7F)
     res.update(rx_cpu=rx_cpu, tx_cpu=tx_cpu, size=DEFER_SIZE, window_s=WINDOW_S)
-    res["skb_defer_max"] = int(sh("sysctl -n net.core.skb_defer_max").stdout)
+    res["skb_defer_max"] = int(sysctl.read("net.core.skb_defer_max"))
     with open(f"{RESULTS}/deferred-free.json", "w") as f:
         f.write(json.dumps(res, indent=1) + "\n")
     assert res["fin_before_read"] and res["queued_before_read"] == DEFER_SIZE, res
@@ -263,7 +263,7 @@ def test_closed_ring_unpins_area_without_net_rx_on_the_allocating_cpu(nic):
     """While the allocating CPU runs no NET_RX, the closed ring's area should be unpinned
     within the window (3 s). It is not, deterministically: the outcome is judged only on an
     attempt in which that CPU ran no NET_RX (up to 3 attempts)."""
-    if int(sh("sysctl -n net.core.skb_defer_max").stdout) == 0:
+    if int(sysctl.read("net.core.skb_defer_max")) == 0:
         pytest.skip("net.core.skb_defer_max = 0: consumed skbs are not deferred")
     rx_cpu, tx_cpu = two_cpus()
     cpus.quiet_all_but(rx_cpu)

@@ -8,6 +8,7 @@ change registers its undo with `defer`, so the guest is as before when the test 
 import os
 import time
 
+from guest_tests.lib import sysctl
 from guest_tests.lib.defer import defer
 from guest_tests.lib.nic import NETNS, sh
 
@@ -78,17 +79,6 @@ def _set_affinity(pid, cpus):
         return False
 
 
-def set_sysctl(name: str, value: str):
-    """Write /proc/sys/NAME if the kernel has it."""
-    path = f"/proc/sys/{name}"
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = f.read().strip()
-    _write(path, value)
-    defer(_write, path, old)
-
-
 def unbound_work_on(cpu: int):
     """Unbound workqueues (io_uring's ring exit, which restarts a queue) onto CPU only."""
     with open(WQ_CPUMASK) as f:
@@ -117,7 +107,8 @@ def quiet_all_but(cpu: int):
     move_irqs("virtio", cpu)
     pin_self({cpu})
     pin_tasks({cpu})
-    set_sysctl("kernel/timer_migration", "0")
+    if sysctl.exists("kernel.timer_migration"):
+        sysctl.set_for_test("kernel.timer_migration", 0)
     unbound_work_on(cpu)
     no_router_solicitations()
     # x86 moves an interrupt when it next fires, still on the old CPU: make the SSH

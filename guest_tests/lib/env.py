@@ -80,18 +80,6 @@ class NodevEnv:
         return res, bytes(res.data) == data
 
     @staticmethod
-    def sysctl(name: str) -> str:
-        """A sysctl's value (name as sysctl(8) writes it: vm.nr_hugepages)."""
-        with open(_sysctl_path(name)) as f:
-            return f.read().strip()
-
-    def set_sysctl(self, name: str, value) -> None:
-        """Set a sysctl; its old value is written back after the test."""
-        old = self.sysctl(name)
-        _write(_sysctl_path(name), value)
-        defer(_write, _sysctl_path(name), old)
-
-    @staticmethod
     def pins() -> int:
         """Pages pinned system-wide (/proc/vmstat foll_pin acquired - released)."""
         return pinned_pages()
@@ -136,15 +124,6 @@ class Stream:
         self.snd.close()
         self.rcv.close()
         self.sender.join(5)
-
-
-def _sysctl_path(name: str) -> str:
-    return "/proc/sys/" + name.replace(".", "/")
-
-
-def _write(path: str, value) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
 
 
 def _unmap_ifqs(ring: Ring) -> None:

@@ -46,8 +46,8 @@ def nodev(guest) -> GuestEnv:
 def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
     """For in_guest tests: NicEnv with zc0 on the test NIC (lib/topology.py Tap); the host
     sends from the tap (host_flow)."""
-    if not lab.vm.tap:
-        pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
+    if not lab.vm.test_link:
+        pytest.skip(f"no test NIC: {lab.vm.no_test_link}")
     return GuestEnv("tapnic", {"module": zcnic_module, "ynl": ynl_path})
 
 
@@ -60,12 +60,12 @@ def host_flow(request, lab, guest) -> HostFlow:
     that needed no retransmission: nothing was lost)."""
     from host.traffic import FlowSender
 
-    if not lab.vm.tap:
-        pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
+    if not lab.vm.test_link:
+        pytest.skip(f"no test NIC: {lab.vm.no_test_link}")
     fields = request.param if isinstance(request.param, dict) else {"size": request.param}
     flow = HostFlow(port=random.randint(20000, 50000), seed=random.getrandbits(32), **fields)
     # the guest test builds its environment before it listens: up to a guest timeout
-    sender = FlowSender(lab.vm.tap, flow, connect_timeout=lab.timeout())
+    sender = FlowSender(lab.vm.test_link, flow, connect_timeout=lab.timeout())
     yield flow
     sender.stop.set()  # the guest test is over: stop SYNing if it never listened
     sender.join(lab.timeout())

@@ -13,7 +13,7 @@ class WireFlow(TcpFlow):
     """TcpFlow whose wire is a list: a receiver that ACKs the contiguous bytes it has."""
 
     def __init__(self):  # no socket: nothing touches a tap
-        self.tap, self.guest_mac, self.guest_ip, self.dport = "none", "02:00:00:00:00:02", "192.0.2.2", 80
+        self.guest_mac, self.guest_ip, self.dport = "02:00:00:00:00:02", "192.0.2.2", 80
         self.sport, self.peer, self.mss, self.v6 = 4000, Peer(), MSS, False
         self.snd_una = self.snd_nxt = self.isn = 1000
         self.rcv_nxt, self.rwnd = 1, 65535

@@ -22,8 +22,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from guest_tests.contract import TEST_IP, TEST_IP6, TEST_MAC, TEST_PEER_IP, TEST_PEER_IP6, HostFlow
 from host.errors import LabError
-
-ETH_P_ALL = 0x0003
+from host.vm.testlink import TestLink
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Peer:
 class TcpFlow:
     def __init__(
         self,
-        tap: str,
+        sock: socket.socket,
         guest_mac: str,
         guest_ip: str,
         dport: int,
@@ -46,13 +45,12 @@ class TcpFlow:
         peer: Peer | None = None,
         mss: int = 1448,
     ):
-        self.tap, self.guest_mac, self.guest_ip, self.dport = tap, guest_mac, guest_ip, dport
+        self.guest_mac, self.guest_ip, self.dport = guest_mac, guest_ip, dport
         self.v6 = ":" in guest_ip
         self.sport = sport or random.randint(20000, 60000)
         self.peer = peer or Peer()
         self.mss = mss
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.bind((tap, 0))
+        self.sock = sock  # an AF_PACKET socket on the tap (host/vm/testlink.py)
         self.isn = random.randint(0, 2**31)
         self.snd_una = self.snd_nxt = self.isn
         self.rcv_nxt = 0
@@ -222,9 +220,9 @@ class FlowSender(threading.Thread):
     again while the guest resets: it is not listening yet), sends the payload, closes.
     `error` is what went wrong (None: the whole flow was acknowledged and closed)."""
 
-    def __init__(self, tap: str, flow: HostFlow, connect_timeout: float, send_timeout: float = 300):
+    def __init__(self, link: TestLink, flow: HostFlow, connect_timeout: float, send_timeout: float = 300):
         super().__init__(daemon=True, name=f"flow-{flow.port}")
-        self.tap, self.flow = tap, flow
+        self.link, self.flow = link, flow
         self.connect_timeout, self.send_timeout = connect_timeout, send_timeout
         self.stop = threading.Event()
         self.connected = False
@@ -235,7 +233,7 @@ class FlowSender(threading.Thread):
     def run(self) -> None:
         try:
             guest_ip = TEST_IP6 if self.flow.family == "ipv6" else TEST_IP
-            tcp = TcpFlow(self.tap, TEST_MAC, guest_ip, self.flow.port, mss=self.flow.mss)
+            tcp = TcpFlow(self.link.packet_socket(), TEST_MAC, guest_ip, self.flow.port, mss=self.flow.mss)
             try:
                 try:
                     tcp.connect(self.connect_timeout, stop=self.stop)

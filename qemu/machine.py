@@ -2,7 +2,8 @@
 
 Two NICs: a control NIC on QEMU user networking whose only way in is a
 loopback-bound host port forward to the guest's sshd (no host routing, no
-outbound guest traffic), and a multi-queue virtio-net test NIC on a tap.
+outbound guest traffic), and a multi-queue virtio-net test NIC on a tap whose queues QEMU gets as
+descriptors (host/vm/testlink.py makes it in a namespace of its own).
 The root is the cached image over 9p (read-only); the repository is shared at
 /lab and the results directory at /results.
 """
@@ -27,8 +28,7 @@ class MachineSpec:
     results_dir: Path | None = None  # shared read-write at /results
     modules_dir: Path | None = None  # a kernel's modules, when the image lacks them
     uapi_dir: Path | None = None  # a tree's installed uapi headers, read-only at /kernel-uapi
-    tap: str | None = None  # test NIC's tap name; None: no test NIC
-    queues: int = 4
+    tap_fds: tuple[int, ...] = ()  # the test NIC's tap queues (host/vm/testlink.py); none: no test NIC
     cmdline_extra: list[str] = field(default_factory=list)
 
 
@@ -109,12 +109,12 @@ class X86_64:
             cmd += self._share("modules", spec.modules_dir, readonly=True)
         if spec.uapi_dir:
             cmd += self._share("uapi", spec.uapi_dir, readonly=True)
-        if spec.tap:
+        if spec.tap_fds:
             cmd += [
                 "-netdev",
-                f"tap,id=test,ifname={spec.tap},script=no,downscript=no,queues={spec.queues}",
+                f"tap,id=test,fds={':'.join(map(str, spec.tap_fds))}",
                 "-device",
-                f"virtio-net-pci,netdev=test,mac={TEST_MAC},mq=on,vectors={2 * spec.queues + 2}",
+                f"virtio-net-pci,netdev=test,mac={TEST_MAC},mq=on,vectors={2 * len(spec.tap_fds) + 2}",
             ]
         return cmd
 

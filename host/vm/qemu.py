@@ -2,7 +2,7 @@
 
 One VM per test session, reused; restarted only after a crash. Every QEMU
 started here dies with its parent (PR_SET_PDEATHSIG), is killed on normal exit
-and on SIGTERM/SIGHUP, and its tap (created by QEMU itself, not persistent)
+and on SIGTERM/SIGHUP, and its tap (in a namespace of its own, host/vm/testlink.py)
 vanishes with it, so no process or interface outlives a run.
 """
 
@@ -19,6 +19,7 @@ from host.errors import BootError, LabError
 from host.vm.accel import pick_accel
 from host.vm.initramfs import initramfs
 from host.vm.ssh import GuestTimeout, Result, Ssh
+from host.vm.testlink import TestLink
 from qemu.machine import ARCHES, MachineSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,10 +62,6 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(_sig, _on_signal)
 
 
-def can_create_tap() -> bool:
-    return os.geteuid() == 0 and os.access("/dev/net/tun", os.R_OK | os.W_OK)
-
-
 class VM:
     def __init__(
         self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64", cmdline: str = ""
@@ -79,14 +76,14 @@ class VM:
         self.boots = 0
         self.boot_seconds = 0.0
         self.console_log: Path | None = None
-        self.tap: str | None = None
+        self.test_link: TestLink | None = None
+        self.no_test_link = ""  # why there is no test NIC, when there is none
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
         self.boots += 1
         self.results_dir.mkdir(parents=True, exist_ok=True)
         self.console_log = self.results_dir / f"console-boot{self.boots}.log"
-        self.tap = f"zcl{os.getpid()}b{self.boots}"[:15] if can_create_tap() else None
         # _free_port() only finds a port free a moment ago: another VM (a parallel
         # worker's, another user's) may take it before QEMU binds it. QEMU then
         # exits at once naming the forwarding rule; a fresh port is tried.
@@ -99,6 +96,10 @@ class VM:
 
     def _boot(self) -> None:
         self.console_log.write_text("")
+        try:
+            self.test_link = TestLink(self.queues)
+        except LabError as exc:
+            self.test_link, self.no_test_link = None, str(exc)
         modules = self.kernel.modules
         spec = MachineSpec(
             kernel=self.kernel.image,
@@ -111,8 +112,7 @@ class VM:
             results_dir=self.results_dir,
             modules_dir=modules if modules and not modules.is_relative_to(self.image.root) else None,
             uapi_dir=self.kernel.uapi_headers,
-            tap=self.tap,
-            queues=self.queues,
+            tap_fds=tuple(self.test_link.tap_fds) if self.test_link else (),
             cmdline_extra=self.cmdline,
         )
         cmd = [str(a) for a in self.machine.command(spec)]
@@ -123,9 +123,12 @@ class VM:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            pass_fds=spec.tap_fds,
             preexec_fn=_die_with_parent,
         )
         _live.add(self)
+        if self.test_link:
+            self.test_link.close_tap_fds()
         self.ssh = Ssh(spec.ssh_port, self.image.ssh_key)
         try:
             self.ssh.connect(start + BOOT_TIMEOUT[self.accel], self.alive)
@@ -142,8 +145,6 @@ class VM:
                 f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
             ) from None
         self.boot_seconds = time.monotonic() - start
-        if self.tap:
-            subprocess.run(["ip", "link", "set", self.tap, "up"], check=False)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -170,6 +171,9 @@ class VM:
             self.proc.wait()
             if self.proc.stdout:
                 self.proc.stdout.close()
+        if self.test_link:
+            self.test_link.close()
+            self.test_link = None
         _live.discard(self)
 
     # -- guest I/O -------------------------------------------------------------

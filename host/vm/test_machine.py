@@ -41,15 +41,15 @@ def test_ssh_forward_is_loopback_only_and_guest_cannot_reach_out():
     assert f"virtio-net-pci,netdev=control,mac={CONTROL_MAC}" in devices
 
 
-def test_multiqueue_test_nic_on_tap():
-    cmd = X86_64().command(spec(tap="zcl1b1", queues=4))
-    assert "tap,id=test,ifname=zcl1b1,script=no,downscript=no,queues=4" in arg_after(cmd, "-netdev")
+def test_multiqueue_test_nic_on_tap_descriptors():
+    cmd = X86_64().command(spec(tap_fds=(5, 6, 7, 8)))
+    assert "tap,id=test,fds=5:6:7:8" in arg_after(cmd, "-netdev")
     nic = [d for d in arg_after(cmd, "-device") if "netdev=test" in d]
     assert len(nic) == 1 and "mq=on" in nic[0] and "vectors=10" in nic[0]
 
 
 def test_no_tap_no_test_nic():
-    cmd = X86_64().command(spec(tap=None))
+    cmd = X86_64().command(spec(tap_fds=()))
     assert not [n for n in arg_after(cmd, "-netdev") if n.startswith("tap")]
 
 

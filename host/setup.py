@@ -20,7 +20,8 @@ VENV = REPO / ".venv"
 # Debian package -> a file that proves it is installed.
 DEBIAN_PACKAGES = {
     "qemu-system-x86": "/usr/bin/qemu-system-x86_64",
-    "debootstrap": "/usr/sbin/debootstrap",
+    "mmdebstrap": "/usr/bin/mmdebstrap",
+    "uidmap": "/usr/bin/newuidmap",  # mmdebstrap's unshare mode: the image built without root
     "busybox-static": "/bin/busybox",
     "openssh-client": "/usr/bin/ssh-keygen",
     "iproute2": "/sbin/ip",

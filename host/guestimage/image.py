@@ -1,7 +1,7 @@
 """Guest image: a Debian trixie root filesystem with the default kernel.
 
 The image is a directory (booted over 9p, read-only, with a tmpfs overlay in
-the guest), built once with debootstrap and cached under the user's cache
+the guest), built once with mmdebstrap (no root needed) and cached under the user's cache
 directory, keyed by everything that decides its content: the suites, the
 package list, the kernel version trixie-backports offers and this builder.
 """
@@ -9,6 +9,7 @@ package list, the kernel version trixie-backports offers and this builder.
 import fcntl
 import json
 import os
+import pwd
 import shlex
 import shutil
 import subprocess
@@ -50,7 +51,19 @@ KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
 # the zcrx helpers upstream's iou-zcrx.c uses, and trixie's ethtool (6.14)
 # cannot set hds-thresh.
 SID_PACKAGES = ["liburing-dev", "liburing2", "ethtool"]
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
+# build_in_image's namespaces: root in a user namespace may mount an overlay and chroot;
+# mounting /proc takes a PID namespace of its own.
+BUILD_NAMESPACES = [
+    "unshare",
+    "--user",
+    "--map-root-user",
+    "--mount",
+    "--propagation",
+    "private",
+    "--pid",
+    "--fork",
+]
 
 
 @dataclass
@@ -138,7 +151,7 @@ def _run(cmd: list[str], log, **kw) -> None:
     last = ""
     for line in proc.stdout:
         log.write(line)
-        if line.startswith(("I: Retrieving", "I: Extracting", "Setting up", "Unpacking")):
+        if line.startswith(("I: ", "Setting up", "Unpacking")):
             last = line.strip()[:100]
             if sys.stderr.isatty():
                 print(f"\r[image] {last:<100}", end="", file=sys.stderr, flush=True)
@@ -148,89 +161,100 @@ def _run(cmd: list[str], log, **kw) -> None:
         raise LabError(f"guest image build failed: {' '.join(cmd[:3])} ... (see {log.name})")
 
 
-def _chroot(rootfs: Path, script: str, log) -> None:
-    """Run a shell script in the image with /dev, /proc, /sys mounted.
+def _subordinate_ids_missing() -> str | None:
+    """mmdebstrap's unshare mode maps the image's users onto the caller's subordinate
+    ids: the one line an administrator runs when there are none, or None."""
+    if os.geteuid() == 0:
+        return None
+    user = pwd.getpwuid(os.getuid()).pw_name
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            entries = Path(path).read_text().splitlines()
+        except FileNotFoundError:
+            entries = []
+        if not any(e.split(":")[0] in (user, str(os.getuid())) for e in entries):
+            return f"as root run: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}"
+    if not shutil.which("newuidmap"):
+        return "as root run: apt-get install uidmap"
+    return None
 
-    The mounts live in a private mount namespace, so they vanish with the
-    process whatever happens to it.
-    """
-    wrapped = (
-        f"mount --bind /dev {rootfs}/dev && mount -t proc proc {rootfs}/proc && "
-        f"mount -t sysfs sys {rootfs}/sys && exec chroot {rootfs} /bin/sh -ec " + shlex.quote(script)
+
+def _mmdebstrap(tarball: Path, mirror: str, log) -> None:
+    """The root filesystem as a tarball: trixie minbase, the kernel from backports, the
+    SID_PACKAGES from sid pinned low so nothing else moves. As root mmdebstrap works in a
+    chroot; as a normal user in a user namespace on the caller's subordinate ids (its
+    unshare mode): the same tarball either way."""
+    pin = "Package: *\\nPin: release n=sid\\nPin-Priority: 100\\n"
+    include = PACKAGES + [f"{p}/{BACKPORTS}" for p in KERNEL_PACKAGES] + [f"{p}/sid" for p in SID_PACKAGES]
+    _run(
+        [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--mode=auto",
+            "--format=tar",
+            f"--include={','.join(include)}",
+            "--setup-hook",
+            f'mkdir -p "$1/etc/apt/preferences.d" && printf "{pin}" > "$1/etc/apt/preferences.d/sid"',
+            SUITE,
+            str(tarball),
+            f"deb {mirror} {SUITE} main",
+            f"deb {mirror} {BACKPORTS} main",
+            # Mirror snapshots keep serving sid after its short Valid-Until.
+            f"deb [check-valid-until=no] {mirror} sid main",
+        ],
+        log,
+        env=dict(os.environ, LC_ALL="C.UTF-8"),
     )
-    env = dict(
-        os.environ, DEBIAN_FRONTEND="noninteractive", LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _extract(tarball: Path, rootfs: Path, log) -> None:
+    """Unpack as the caller: as root with the image's owners, as a user all owned by the
+    user (the guest's root reads them alike over 9p). Device nodes are left out (the
+    guest mounts devtmpfs on /dev; a user cannot make them), so is the initrd (the lab
+    boots its own initramfs), and everything is made readable by its owner, the user
+    QEMU's 9p server runs as."""
+    rootfs.mkdir()
+    _run(
+        [
+            "tar",
+            "-x",
+            "-f",
+            str(tarball),
+            "-C",
+            str(rootfs),
+            "--exclude=./dev/*",
+            "--exclude=./boot/initrd.img*",
+            "--exclude=./initrd.img*",
+            "--mode=u+rwX",
+        ],
+        log,
     )
-    _run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", wrapped], log, env=env)
-
-
-def _remove_stale(tmp: Path) -> None:
-    """Remove an interrupted build, unmounting whatever an older lab left mounted in it."""
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-    for mount in sorted((m for m in mounts if m.startswith(str(tmp) + "/")), reverse=True):
-        subprocess.run(["umount", "-l", mount], check=False)
-    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
-    if os.geteuid() != 0:
-        raise LabError("building the guest image needs root (debootstrap); run once as root")
-    for tool in ("debootstrap", "unshare", "ssh-keygen"):
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("ssh-keygen", "openssh-client"), ("tar", "tar")):
         if not shutil.which(tool):
-            raise LabError(f"{tool} is not installed (apt-get install debootstrap openssh-client)")
+            raise LabError(f"{tool} is not installed; as root run: apt-get install {package}")
+    missing = _subordinate_ids_missing()
+    if missing:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        raise LabError(f"building the guest image as {user} needs subordinate ids; {missing}")
     start = time.monotonic()
     tmp = path.with_name(path.name + ".tmp")
-    _remove_stale(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)  # an interrupted build
     tmp.mkdir(parents=True)
     rootfs = tmp / "rootfs"
-    _log(
-        f"building {path.name}: debootstrap {SUITE} + {BACKPORTS} kernel "
-        f"{kernel_package_version} from {mirror}"
-    )
+    _log(f"building {path.name}: {SUITE} + {BACKPORTS} kernel {kernel_package_version} from {mirror}")
     with open(tmp / "build.log", "w") as log:
-        # In a private mount namespace: the /proc and /sys debootstrap mounts
-        # in the target vanish with it, however it ends.
-        _run(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(PACKAGES)}",
-                SUITE,
-                str(rootfs),
-                mirror,
-            ],
-            log,
-        )
-        (rootfs / "etc/apt/sources.list").write_text(
-            f"deb {mirror} {SUITE} main\ndeb {mirror} {BACKPORTS} main\n"
-        )
-        (rootfs / "etc/apt/sources.list.d/sid.list").write_text(
-            # Mirror snapshots keep serving sid after its short Valid-Until.
-            f"deb [check-valid-until=no] {mirror} sid main\n"
-        )
-        (rootfs / "etc/apt/preferences.d/sid").write_text(
-            "Package: *\nPin: release n=sid\nPin-Priority: 100\n"
-        )
-        policy = rootfs / "usr/sbin/policy-rc.d"
-        policy.write_text("#!/bin/sh\n# no daemon starts inside the image build\nexit 101\n")
-        policy.chmod(0o755)
-        _log("installing the kernel, headers and sshd configuration")
-        _chroot(
-            rootfs,
-            "apt-get -q update\n"
-            f"apt-get -q -y install --no-install-recommends -t {BACKPORTS} "
-            + " ".join(KERNEL_PACKAGES)
-            + "\napt-get -q -y install --no-install-recommends "
-            + " ".join(f"{p}/sid" for p in SID_PACKAGES)
-            + "\nrm /etc/apt/sources.list.d/sid.list /etc/apt/preferences.d/sid"
-            + "\napt-get clean\nrm -rf /var/lib/apt/lists/*\n"
-            "rm -f /boot/initrd.img-*\n",
-            log,
-        )
+        _mmdebstrap(tmp / "rootfs.tar", mirror, log)
+        _log("unpacking")
+        _extract(tmp / "rootfs.tar", rootfs, log)
+    (tmp / "rootfs.tar").unlink()
+    # What the guest's apt would use; sid was only for SID_PACKAGES.
+    (rootfs / "etc/apt/sources.list").write_text(
+        f"deb {mirror} {SUITE} main\ndeb {mirror} {BACKPORTS} main\n"
+    )
+    (rootfs / "etc/apt/preferences.d/sid").unlink()
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "zcrx-lab", "-f", str(tmp / "id_ed25519")],
         check=True,
@@ -239,7 +263,9 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     ssh.mkdir(mode=0o700, exist_ok=True)
     shutil.copy(tmp / "id_ed25519.pub", ssh / "authorized_keys")
     (rootfs / "etc/ssh/sshd_config.d/zcrx-lab.conf").write_text(
-        "PermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\n"
+        # StrictModes no: built by a normal user, every file is that user's, also
+        # /root/.ssh as the guest sees it over 9p.
+        "PermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\nStrictModes no\n"
     )
     (rootfs / "etc/hostname").write_text("zcrx-guest\n")
     versions = sorted(p.name[len("vmlinuz-") :] for p in (rootfs / "boot").glob("vmlinuz-*"))
@@ -265,7 +291,8 @@ def build_in_image(
 
     FILES (path -> content, relative to /) are laid into a throwaway overlay
     over the read-only image, COMMAND runs chrooted there with /proc mounted
-    (objtool needs it), in a private mount namespace so nothing stays mounted
+    (objtool needs it), in a user, mount and PID namespace of its own where the
+    caller is root (no root needed on the host), so nothing stays mounted
     whatever happens. A failure names WHAT and the first compiler error; the
     whole output is kept in LOG.
     """
@@ -282,7 +309,7 @@ def build_in_image(
         )
         env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
         proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+            [*BUILD_NAMESPACES, "sh", "-ec", script],
             capture_output=True,
             text=True,
             env=env,

@@ -10,6 +10,7 @@ kernel and QEMU version.
 import json
 import os
 import platform
+import pwd
 import subprocess
 import tempfile
 import time
@@ -68,7 +69,10 @@ def pick_accel(qemu: str, kernel: Path) -> tuple[str, str]:
     if forced in ("kvm", "tcg"):
         return forced, "ZCRX_LAB_ACCEL"
     if not kvm_openable():
-        return "tcg", "/dev/kvm is missing or not accessible"
+        if os.path.exists("/dev/kvm"):
+            user = pwd.getpwuid(os.getuid()).pw_name
+            return "tcg", f"/dev/kvm is not accessible to {user}; as root run: usermod -aG kvm {user}"
+        return "tcg", "/dev/kvm is missing"
     key = f"{platform.release()}|{_qemu_version(qemu)}"
     verdicts_file = cache_root() / "kvm-probe.json"
     verdicts = json.loads(verdicts_file.read_text()) if verdicts_file.exists() else {}

@@ -18,6 +18,9 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import threading
+from pathlib import Path
 
 from host.errors import LabError
 
@@ -36,7 +39,7 @@ def _send_fds(sock: socket.socket, fds: list[int]) -> None:
     sock.sendmsg([b"f"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
 
 
-def _recv_fds(sock: socket.socket, most: int) -> list[int]:
+def recv_fds(sock: socket.socket, most: int) -> list[int]:
     fds = array.array("i")
     msg, ancillary, _flags, _addr = sock.recvmsg(1, socket.CMSG_SPACE(most * fds.itemsize))
     for level, kind, data in ancillary:
@@ -56,6 +59,7 @@ class TestLink:
         if not shutil.which("unshare") or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise LabError("the test NIC needs unshare (util-linux) and a usable /dev/net/tun")
         self.queues = queues
+        self.offer_dir: str | None = None
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server = subprocess.Popen(
             [*UNSHARE, sys.executable, "-m", "host.vm.testlink", str(theirs.fileno()), str(queues)],
@@ -67,7 +71,7 @@ class TestLink:
         )
         theirs.close()
         try:
-            self.tap_fds = _recv_fds(self._sock, queues)
+            self.tap_fds = recv_fds(self._sock, queues)
         except LabError:
             self.close()
             said = self.server.stderr.read().decode(errors="replace").strip().splitlines()
@@ -82,8 +86,32 @@ class TestLink:
     def packet_socket(self) -> socket.socket:
         """A new AF_PACKET socket bound to the tap: it sees every frame the guest sends."""
         self._sock.sendall(b"s")
-        (fd,) = _recv_fds(self._sock, 1)
+        (fd,) = recv_fds(self._sock, 1)
         return socket.socket(fileno=fd)
+
+    def offer_tap_fds(self) -> Path:
+        """For a QEMU that another program starts (vng, which closes what the lab would
+        pass on): the first to connect to the returned unix socket gets the tap's queue
+        descriptors (qemu/qemu_with_tap.py asks for them)."""
+        self.offer_dir = tempfile.mkdtemp(prefix="zcrx-lab-tap-")
+        path = Path(self.offer_dir) / "fds"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(1)
+        fds = list(self.tap_fds)
+
+        def hand_over() -> None:
+            with listener:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # closed: the VM ended before its QEMU asked
+                    return
+                with conn:
+                    _send_fds(conn, fds)
+
+        self._offer = listener
+        threading.Thread(target=hand_over, name="tap-fds", daemon=True).start()
+        return path
 
     def close_tap_fds(self) -> None:
         """QEMU holds its own copies once started: the lab's are not needed any more."""
@@ -92,6 +120,13 @@ class TestLink:
         self.tap_fds = []
 
     def close(self) -> None:
+        if self.offer_dir:
+            try:  # wakes the thread still waiting in accept(); done when it was asked
+                self._offer.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            shutil.rmtree(self.offer_dir, ignore_errors=True)
+            self.offer_dir = None
         self.close_tap_fds()
         self._sock.close()  # the server sees EOF and exits; the namespace goes with the tap
         try:

@@ -14,7 +14,7 @@ import random
 
 import pytest
 
-from guest_tests.contract import RESULTS, HostFlow, UpstreamTree
+from guest_tests.contract import RESULTS, HostFlow, LiburingTests, UpstreamTree
 from host.errors import LabError
 from host.vm.guest import GuestEnv
 
@@ -95,3 +95,18 @@ def upstream_tree(lab) -> UpstreamTree:
     except LabError as exc:
         pytest.fail(str(exc), pytrace=False)
     return UpstreamTree(f"{RESULTS}/upstream")
+
+
+@pytest.fixture(scope="session")
+def liburing_tests(lab) -> LiburingTests:
+    """liburing's test/zcrx.c from the source of the guest image's liburing, built in the
+    image against it, staged in the results directory (host/kernels/liburing.py stage).
+    The same for every kernel: it is the image's userspace."""
+    from host.kernels import liburing
+
+    lab.resolve()
+    try:
+        liburing.stage(lab.image, lab.results / "liburing")
+    except LabError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return LiburingTests(f"{RESULTS}/liburing")

@@ -86,7 +86,16 @@ class UpstreamTree:
         return f"{self.root}/tools/testing/selftests/drivers/net/hw"
 
 
-VALUES = {cls.__name__: cls for cls in (HostFlow, UpstreamTree)}
+@dataclass
+class LiburingTests:
+    """liburing's zcrx test built for the guest image (host/kernels/liburing.py stage):
+    `root` holds zcrx.t (unmodified), zcrx-one (one sub-test by name), cases.txt (the
+    sub-tests the source's run_tests() calls) and VERSION."""
+
+    root: str
+
+
+VALUES = {cls.__name__: cls for cls in (HostFlow, UpstreamTree, LiburingTests)}
 
 
 def encode(value) -> dict:

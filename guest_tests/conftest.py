@@ -11,6 +11,7 @@ changes with `defer`; `nodev` for guest_tests/lib/env.py's NodevEnv.
 """
 
 import random
+import subprocess
 
 import pytest
 
@@ -51,10 +52,15 @@ def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
     return GuestEnv("tapnic", {"module": zcnic_module, "ynl": ynl_path})
 
 
+def tap_mtu(tap: str) -> int:
+    with open(f"/sys/class/net/{tap}/mtu") as f:
+        return int(f.read())
+
+
 @pytest.fixture
 def host_flow(request, lab, guest) -> HostFlow:
     """One TCP flow from the host into the guest over the tap: `request.param` is its size,
-    or a dict of HostFlow fields (size, mss, shape). Sent from a background thread
+    or a dict of HostFlow fields (size, mss, shape, family, mtu). Sent from a background thread
     (host/traffic.py FlowSender) that SYNs until the guest test listens; joined after the
     test, whose verdict includes the sender's failure (and, for the loss shape, a flow
     that needed no retransmission: nothing was lost)."""
@@ -64,11 +70,17 @@ def host_flow(request, lab, guest) -> HostFlow:
         pytest.skip("no test NIC: creating its tap needs root (CAP_NET_ADMIN) on the host")
     fields = request.param if isinstance(request.param, dict) else {"size": request.param}
     flow = HostFlow(port=random.randint(20000, 50000), seed=random.getrandbits(32), **fields)
+    tap = lab.vm.tap
+    mtu_before = tap_mtu(tap)
+    if flow.mtu > mtu_before:  # jumbo frames: AF_PACKET refuses frames above the tap's MTU
+        subprocess.run(["ip", "link", "set", tap, "mtu", str(flow.mtu)], check=True)
     # the guest test builds its environment before it listens: up to a guest timeout
-    sender = FlowSender(lab.vm.tap, flow, connect_timeout=lab.timeout())
+    sender = FlowSender(tap, flow, connect_timeout=lab.timeout())
     yield flow
     sender.stop.set()  # the guest test is over: stop SYNing if it never listened
     sender.join(lab.timeout())
+    if flow.mtu > mtu_before:  # the tap is gone if the VM was restarted meanwhile
+        subprocess.run(["ip", "link", "set", tap, "mtu", str(mtu_before)], check=False, capture_output=True)
     if sender.is_alive():
         pytest.fail(f"the host's sender to port {flow.port} did not finish", pytrace=False)
     if sender.error is not None:

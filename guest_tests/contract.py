@@ -60,7 +60,9 @@ class HostFlow:
     """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
     bytes of payload() on, in segments of at most `mss` bytes shaped as `shape` says
     (SHAPES), then FIN; over IPv4 or IPv6 (`family`: TEST_IP6, where mss must leave room
-    for the larger header in a 1500-byte MTU)."""
+    for the larger header in a 1500-byte MTU). `mtu` above 1500 (jumbo frames): the host
+    raises its tap's MTU to it for the flow (the host_flow fixture), the guest test its
+    test NIC's and zc0's (NicEnv.jumbo)."""
 
     port: int
     size: int
@@ -68,6 +70,7 @@ class HostFlow:
     mss: int = 1448
     shape: str = "psh"
     family: str = "ipv4"
+    mtu: int = 1500
 
     def payload(self) -> bytes:
         """The bytes sent: deterministic, so the guest knows what must arrive."""

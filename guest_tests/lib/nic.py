@@ -280,6 +280,15 @@ class NicEnv:
             self._undo(self._setlink, None, mtu_before)
         return res
 
+    def jumbo(self, mtu: int) -> tuple:
+        """The lower device's MTU, then zc0's (zcnic takes no MTU above its lower's), set
+        to `mtu`: zc0's (errno, extack). Both back after the test, zc0's first."""
+        with open(f"/sys/class/net/{self.lower}/mtu") as f:
+            lower_before = int(f.read())
+        sh(f"ip link set {self.lower} mtu {mtu}")
+        defer(sh, f"ip link set {self.lower} mtu {lower_before}", check=False)
+        return self.setlink(mtu=mtu)
+
     def _setlink(self, up, mtu):
         req = {"ifi-index": self.ifindex}
         if up is not None:

@@ -60,7 +60,7 @@ def tap_mtu(tap: str) -> int:
 @pytest.fixture
 def host_flow(request, lab, guest) -> HostFlow:
     """One TCP flow from the host into the guest over the tap: `request.param` is its size,
-    or a dict of HostFlow fields (size, mss, shape, family, mtu). Sent from a background thread
+    or a dict of HostFlow fields (size, mss, shape, family). Sent from a background thread
     (host/traffic.py FlowSender) that SYNs until the guest test listens; joined after the
     test, whose verdict includes the sender's failure (and, for the loss shape, a flow
     that needed no retransmission: nothing was lost)."""

@@ -60,9 +60,9 @@ class HostFlow:
     """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
     bytes of payload() on, in segments of at most `mss` bytes shaped as `shape` says
     (SHAPES), then FIN; over IPv4 or IPv6 (`family`: TEST_IP6, where mss must leave room
-    for the larger header in a 1500-byte MTU). `mtu` above 1500 (jumbo frames): the host
-    raises its tap's MTU to it for the flow (the host_flow fixture), the guest test its
-    test NIC's and zc0's (NicEnv.jumbo)."""
+    for the larger header in a 1500-byte MTU). An mss that needs more (jumbo frames): the
+    host raises its tap's MTU to `mtu` for the flow (the host_flow fixture), the guest
+    test its test NIC's and zc0's (NicEnv.jumbo)."""
 
     port: int
     size: int
@@ -70,7 +70,12 @@ class HostFlow:
     mss: int = 1448
     shape: str = "psh"
     family: str = "ipv4"
-    mtu: int = 1500
+
+    @property
+    def mtu(self) -> int:
+        """The MTU the flow's segments need, with the 12 bytes of TCP timestamps Linux
+        leaves room for: 1500, or mss + 52 (IPv4; mss + 72 over IPv6) above it."""
+        return max(1500, self.mss + (40 if self.family == "ipv6" else 20) + 20 + 12)
 
     def payload(self) -> bytes:
         """The bytes sent: deterministic, so the guest knows what must arrive."""

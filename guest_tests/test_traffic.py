@@ -136,9 +136,9 @@ def test_ntuple_rule_picks_the_queue(tapnic, host_flow):
     assert grew >= segments(host_flow), f"queue {queue} saw {grew} packets"
 
 
-# 9000-byte frames: 8948 bytes of payload, as Linux sends them (9000 - 20 IPv4 - 20 TCP
-# - 12 of timestamps), each more than two 4 KiB buffers' worth
-JUMBO = {"size": MiB, "mtu": 9000, "mss": 8948}
+# 9000-byte frames (HostFlow.mtu): 8948 bytes of payload, as Linux sends them (9000 - 20
+# IPv4 - 20 TCP - 12 of timestamps), each more than two 4 KiB buffers' worth
+JUMBO = {"size": MiB, "mss": 8948}
 
 
 def tcp_rcv_mss(conn) -> int:

@@ -14,9 +14,10 @@ import random
 
 import pytest
 
-from guest_tests.contract import RESULTS, HostFlow, UpstreamTree
+from guest_tests.contract import RESULTS, HostFlow, LiburingTests, UpstreamTree
 from host.errors import LabError
 from host.vm.guest import GuestEnv
+from host.vm.testlink import TAP_MTU
 
 TEARDOWN = "ip link del zc0 2>/dev/null; ip link del veth0 2>/dev/null; ip netns del remote 2>/dev/null; true"
 
@@ -54,7 +55,7 @@ def tapnic(lab, guest, zcnic_module, ynl_path) -> GuestEnv:
 @pytest.fixture
 def host_flow(request, lab, guest) -> HostFlow:
     """One TCP flow from the host into the guest over the tap: `request.param` is its size,
-    or a dict of HostFlow fields (size, mss, shape). Sent from a background thread
+    or a dict of HostFlow fields (size, mss, shape, family). Sent from a background thread
     (host/traffic.py FlowSender) that SYNs until the guest test listens; joined after the
     test, whose verdict includes the sender's failure (and, for the loss shape, a flow
     that needed no retransmission: nothing was lost)."""
@@ -64,6 +65,8 @@ def host_flow(request, lab, guest) -> HostFlow:
         pytest.skip(f"no test NIC: {lab.vm.no_test_link}")
     fields = request.param if isinstance(request.param, dict) else {"size": request.param}
     flow = HostFlow(port=random.randint(20000, 50000), seed=random.getrandbits(32), **fields)
+    if flow.mtu > TAP_MTU:
+        pytest.fail(f"a {flow.mtu}-byte MTU flow: the host's tap takes frames up to {TAP_MTU}", pytrace=False)
     # the guest test builds its environment before it listens: up to a guest timeout
     sender = FlowSender(lab.vm.test_link, flow, connect_timeout=lab.timeout())
     yield flow
@@ -95,3 +98,18 @@ def upstream_tree(lab) -> UpstreamTree:
     except LabError as exc:
         pytest.fail(str(exc), pytrace=False)
     return UpstreamTree(f"{RESULTS}/upstream")
+
+
+@pytest.fixture(scope="session")
+def liburing_tests(lab) -> LiburingTests:
+    """liburing's test/zcrx.c from the source of the guest image's liburing, built in the
+    image against it, staged in the results directory (host/kernels/liburing.py stage).
+    The same for every kernel: it is the image's userspace."""
+    from host.kernels import liburing
+
+    lab.resolve()
+    try:
+        liburing.stage(lab.image, lab.results / "liburing")
+    except LabError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return LiburingTests(f"{RESULTS}/liburing")

@@ -60,7 +60,9 @@ class HostFlow:
     """One TCP connection the host opens to TEST_IP:port over the tap and sends `size`
     bytes of payload() on, in segments of at most `mss` bytes shaped as `shape` says
     (SHAPES), then FIN; over IPv4 or IPv6 (`family`: TEST_IP6, where mss must leave room
-    for the larger header in a 1500-byte MTU)."""
+    for the larger header in a 1500-byte MTU). An mss that needs more (jumbo frames, up to
+    an `mtu` of 9000, what the host's tap takes: host/vm/testlink.py): the guest test
+    raises its test NIC's and zc0's MTU (NicEnv.jumbo)."""
 
     port: int
     size: int
@@ -68,6 +70,12 @@ class HostFlow:
     mss: int = 1448
     shape: str = "psh"
     family: str = "ipv4"
+
+    @property
+    def mtu(self) -> int:
+        """The MTU the flow's segments need, with the 12 bytes of TCP timestamps Linux
+        leaves room for: 1500, or mss + 52 (IPv4; mss + 72 over IPv6) above it."""
+        return max(1500, self.mss + (40 if self.family == "ipv6" else 20) + 20 + 12)
 
     def payload(self) -> bytes:
         """The bytes sent: deterministic, so the guest knows what must arrive."""
@@ -86,7 +94,16 @@ class UpstreamTree:
         return f"{self.root}/tools/testing/selftests/drivers/net/hw"
 
 
-VALUES = {cls.__name__: cls for cls in (HostFlow, UpstreamTree)}
+@dataclass
+class LiburingTests:
+    """liburing's zcrx test built for the guest image (host/kernels/liburing.py stage):
+    `root` holds zcrx.t (unmodified), zcrx-one (one sub-test by name), cases.txt (the
+    sub-tests the source's run_tests() calls) and VERSION."""
+
+    root: str
+
+
+VALUES = {cls.__name__: cls for cls in (HostFlow, UpstreamTree, LiburingTests)}
 
 
 def encode(value) -> dict:

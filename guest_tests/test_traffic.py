@@ -1,18 +1,20 @@
 """Real TCP from the host (scapy on the tap, host/traffic.py) into zc0 stacked on the
 multi-queue virtio-net test NIC: zero copy on a bound queue, also for flows the host
-shapes (no PSH, reordered, lossy, tiny segments), the copy fallback on another queue,
-an ntuple rule picking the queue. Runs in the guest (guest_tests/agent.py) on
-NicEnv's `tapnic` topology; the host's sender is the host_flow fixture, whose flow
-(port, size, payload seed, MSS) crosses as a contract.HostFlow.
+shapes (no PSH, reordered, lossy, tiny segments, jumbo frames in each zcnic buffer
+mode), the copy fallback on another queue, an ntuple rule picking the queue. Runs in
+the guest (guest_tests/agent.py) on NicEnv's `tapnic` topology; the host's sender is
+the host_flow fixture, whose flow (port, size, payload seed, MSS, MTU) crosses as a
+contract.HostFlow.
 """
 
 import socket
+import struct
 
 import pytest
 
 from guest_tests.lib.defer import defer
 from guest_tests.lib.flow import Stream, pump
-from guest_tests.lib.nic import qstat
+from guest_tests.lib.nic import MODES, frame_share, qstat
 from guest_tests.zcrx.util import sha256
 
 pytestmark = [pytest.mark.traffic, pytest.mark.zcnic, pytest.mark.in_guest]
@@ -132,3 +134,45 @@ def test_ntuple_rule_picks_the_queue(tapnic, host_flow):
     check_payload(bytes(data), host_flow)
     grew = qstat(tapnic.stats(), queue, "packets") - qstat(before, queue, "packets")
     assert grew >= segments(host_flow), f"queue {queue} saw {grew} packets"
+
+
+# 9000-byte frames (HostFlow.mtu): 8948 bytes of payload, as Linux sends them (9000 - 20
+# IPv4 - 20 TCP - 12 of timestamps), each more than two 4 KiB buffers' worth
+JUMBO = {"size": MiB, "mss": 8948}
+
+
+def tcp_rcv_mss(conn) -> int:
+    """struct tcp_info's tcpi_rcv_mss: the kernel's estimate of the peer's segment size,
+    the largest segment received (tcp_measure_rcv_mss), capped by the advertised MSS."""
+    info = conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("I", info, 20)[0]  # after 8 bytes of u8 fields, rto, ato, snd_mss
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("host_flow", [JUMBO], ids=["jumbo"], indirect=True)
+def test_jumbo_segments_across_buffers(tapnic, host_flow, mode):
+    """The test NIC and zc0 at MTU 9000 (and the host's tap: host_flow), the host sending
+    8948-byte segments to the bound queue: TCP saw segments that size (tcpi_rcv_mss), every
+    byte arrives in order by zero copy, and each segment's payload was split over as many
+    buffers as it needs in zcnic buffer mode `mode` (header split, then 4096 + 4096 + 756
+    bytes in whole buffers, 1 KiB frames in frags4, ...): zcrx's CQEs, one per buffer, are
+    never longer than a frame's share of a buffer, some are exactly that long, and there
+    are at least as many as the segments' buffers."""
+    tapnic.mode(mode)
+    err, extack = tapnic.jumbo(host_flow.mtu)
+    assert err == 0, extack
+    queue = 1
+    tapnic.ntuple(host_flow.family, host_flow.port, action=queue)
+    rx = tapnic.rx(queue, area_pages=1024, rq_entries=512)
+    conn = accept(tapnic, host_flow)
+    st = zc_receive(rx, conn)
+    rcv_mss = tcp_rcv_mss(conn)
+    check_payload(bytes(st.data), host_flow)
+    assert rx.z.stats()["copy_count"] == 0, f"jumbo frames were copied, not zero copy: {rx.z.stats()}"
+    assert st.final == 0, f"the RECV_ZC ended with {st.final}, not at EOF"
+    assert rcv_mss == host_flow.mss, f"TCP estimated {rcv_mss}-byte segments, not {host_flow.mss}"
+    share = frame_share(mode)
+    full, last = divmod(host_flow.size, host_flow.mss)
+    buffers = full * -(-host_flow.mss // share) + -(-last // share)
+    assert st.longest == share, f"longest CQE {st.longest} bytes, a frame's share of a buffer is {share}"
+    assert st.cqes >= buffers, f"{st.cqes} CQEs for {buffers} buffers' worth of segments"

@@ -9,7 +9,7 @@ import pytest
 
 from guest_tests.lib.defer import defer
 from guest_tests.lib.flow import Stream, pump
-from guest_tests.lib.nic import port_for
+from guest_tests.lib.nic import MODES, port_for
 from guest_tests.lib.peer import Peer, accept, listener
 from guest_tests.zcrx import PAGE_SIZE
 from guest_tests.zcrx.util import give_back, pinned_pages, recv_zc, wait_pins
@@ -51,16 +51,16 @@ EVENTS = {
 }
 
 
-@pytest.mark.parametrize("frags", [1, 4], ids=["whole", "4_per_buffer"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("event", list(EVENTS))
-def test_held_buffers_keep_their_bytes(nic, event, frags):
+def test_held_buffers_keep_their_bytes(nic, event, mode):
     """The user holds every buffer of a 256 KiB flow; after `event` and a 1 MiB flow through
     the same queue, each held buffer still holds what its CQE delivered (a buffer recycled
     while held shows changed bytes). Returned, the buffers carry a third flow zero copy;
-    once the ring closes, the area is unpinned. With 4 frames per buffer (fbnic-like), a
-    held CQE shares its buffer with frames of the later flows' neighbours."""
-    if frags > 1:
-        nic.queue_mode("frags_per_buffer", frags)
+    once the ring closes, the area is unpinned. In every buffer mode (MODES): with 2 or 4
+    frames per buffer (fbnic-like) a held CQE shares its buffer with other frames; with a
+    header pool the skb heads come from a second pool the event rebuilds too."""
+    nic.mode(mode)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=1024, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False)
@@ -80,15 +80,14 @@ def test_held_buffers_keep_their_bytes(nic, event, frags):
     assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
-@pytest.mark.parametrize("frags", [1, 4], ids=["whole", "4_per_buffer"])
-def test_double_return_is_ignored(nic, frags):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_double_return_is_ignored(nic, mode):
     """Every buffer of a flow is returned twice through the refill ring. The second return
     of each finds no user reference and must be dropped: a buffer handed to the NIC twice
     would take two frames, and the next flow would arrive corrupted. Closed, the ring's
     area is unpinned (a buffer counted twice would keep it pinned, or unpin it early).
-    With 4 frames per buffer a buffer has several user references at once."""
-    if frags > 1:
-        nic.queue_mode("frags_per_buffer", frags)
+    With 2 or 4 frames per buffer a buffer has several user references at once."""
+    nic.mode(mode)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=512, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)
@@ -102,9 +101,12 @@ def test_double_return_is_ignored(nic, frags):
     assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
-def test_never_returned_buffers_released_at_close(nic):
-    """The ring closes while the user still holds every buffer of a flow: the area is
-    unpinned, the queue unbound and its io_uring page pool gone."""
+@pytest.mark.parametrize("mode", list(MODES))
+def test_never_returned_buffers_released_at_close(nic, mode):
+    """The ring closes while the user still holds every buffer of a flow (in the frags
+    modes, buffers whose frames are held by several CQEs): the area is unpinned, the queue
+    unbound and its io_uring page pool gone."""
+    nic.mode(mode)
     pins = pinned_pages()
     rx = nic.rx(1, area_pages=1024, rq_entries=1024)
     first, sent = flow_to_queue(nic, rx, 512 * KiB, refill=False)

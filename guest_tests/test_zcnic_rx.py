@@ -14,7 +14,17 @@ import pytest
 
 from guest_tests.lib import sysctl
 from guest_tests.lib.defer import defer
-from guest_tests.lib.flow import HW_DROPS, Stream, pump, receive_flow, summary, tcp_flow, zc_transfer
+from guest_tests.lib.flow import (
+    HW_DROPS,
+    Stream,
+    layout_problem,
+    pump,
+    receive_flow,
+    summary,
+    tcp_flow,
+    zc_transfer,
+)
+from guest_tests.lib.nic import MODES, frame_share
 from guest_tests.lib.peer import accept
 from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
 from guest_tests.zcrx import uapi as U
@@ -33,13 +43,18 @@ def flow_queue_packets(res, queue):
     return res["qdelta"][str(queue)]["hds_packets"]
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_zero_copy_on_bound_queue(nic, family):
-    """ntuple rule to the bound queue: every byte arrives as a zcrx CQE into the area, none copied."""
+def test_zero_copy_on_bound_queue(nic, family, mode):
+    """ntuple rule to the bound queue: every byte arrives as a zcrx CQE into the area, none
+    copied, in each of zcnic's buffer modes (MODES); the CQEs fit the mode's layout (no
+    CQE longer than a frame's share of a buffer, CQEs inside shared buffers)."""
+    nic.mode(mode)
     res = zc_transfer(nic, family, bind=1, steer=1, size=2 * MiB)
     assert res["final"] == 0 and res["bytes"] == 2 * MiB, res
     assert res["match"], f"payload differs: sha {res['sha_got']} != {res['sha_sent']}"
     assert res["stats"] == {"copy_count": 0, "copy_bytes": 0}, "data was copied, not zero copy"
+    assert layout_problem(mode, res) is None, layout_problem(mode, res)
     q1 = res["qdelta"]["1"]
     assert q1["unreadable"] == 1 and q1["hds_packets"] > 0 and q1["bytes"] >= 2 * MiB, q1
     assert all(flow_queue_packets(res, q) == 0 for q in (0, 2, 3)), res["qdelta"]
@@ -48,10 +63,13 @@ def test_zero_copy_on_bound_queue(nic, family):
     assert res["pools_after"] == 0, "io_uring page pool still there after the ring closed"
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_copy_fallback_on_unbound_queue(nic, family):
-    """The same flow steered to queue 2 while queue 1 is bound: readable page-pool pages,
+def test_copy_fallback_on_unbound_queue(nic, family, mode):
+    """The same flow steered to queue 2 while queue 1 is bound: readable page-pool pages
+    (in each buffer mode: frames at offsets of shared pages, heads in header-pool pages),
     so RECV_ZC copies every byte into the area (zcrx_stats copy_bytes == all of it)."""
+    nic.mode(mode)
     res = zc_transfer(nic, family, bind=1, steer=2, size=MiB)
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_bytes"] == MiB
@@ -170,11 +188,16 @@ class HeldFlow:
         return summary(self.stream, self.peer.data, self.rx)
 
 
-@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_refill_ring_dry_drops_then_recovers(nic, family):
+REFILL_CASES = [("ipv4", m) for m in MODES] + [("ipv6", "whole")]
+
+
+@pytest.mark.parametrize("family,mode", REFILL_CASES)
+def test_refill_ring_dry_drops_then_recovers(nic, family, mode):
     """128-page area, 64-entry NIC ring, the user holds every buffer: the NIC runs out of
     posted buffers and drops (no_buf_drops, qstats hw-drops); after the buffers are returned
-    TCP retransmits and the stream completes intact and zero copy."""
+    TCP retransmits and the stream completes intact and zero copy. In the frags modes a
+    held CQE keeps its whole buffer from the pool (its other frames' references too)."""
+    nic.mode(mode)
     pins0 = pinned_pages()
     flow = HeldFlow(nic, family)
     q = flow.queue
@@ -196,7 +219,7 @@ def test_refill_ring_dry_drops_then_recovers(nic, family):
     drops_after = sum(s2[f"rx{q}_{f}"] for f in HW_DROPS)
     assert drops_before <= d1["rx-hw-drops"] <= drops_after, (drops_before, d1, drops_after)
     assert grown["alloc_fail"] > 0 and d1["rx-alloc-fail"] - d0["rx-alloc-fail"] > 0, (grown, d0, d1)
-    assert 0 < held_bytes < MiB and held_buffers <= 128
+    assert 0 < held_bytes < MiB and held_buffers <= 128 * PAGE_SIZE // frame_share(mode)
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_count"] == 0
     assert nic.wait_unbound() == [] and wait_pins(pins0)[0] == pins0
@@ -260,13 +283,18 @@ def reserve_hugepages(count):
         pytest.skip(f"could not reserve {count} huge pages")
 
 
-@pytest.mark.parametrize("pages", [2, 16])
-def test_large_buffers_zero_copy(nic, pages):
+LARGE_CASES = [(2, m) for m in MODES] + [(16, "whole")]
+
+
+@pytest.mark.parametrize("pages,mode", LARGE_CASES)
+def test_large_buffers_zero_copy(nic, pages, mode):
     """rx_buf_len of `pages` pages on a hugetlb area (physically contiguous): queue-get
     reports that rx-buf-len, zcnic's bound queue posts buffers that big (its page pool of
-    that order), and a flow arrives whole by zero copy, no CQE longer than a buffer. A
-    veth peer sends TSO super-frames, so payloads above a page land in one buffer."""
+    that order), and a flow arrives whole by zero copy, no CQE longer than a frame's share
+    of a buffer. A veth peer sends TSO super-frames, so payloads above a page land in one
+    buffer; in the frags modes a large buffer is shared by frames at offsets inside it."""
     reserve_hugepages(2)
+    nic.mode(mode)
     pins0 = pinned_pages()
     buf = pages * PAGE_SIZE
     port, lst, peer = tcp_flow("ipv4", 2 * MiB)
@@ -276,7 +304,8 @@ def test_large_buffers_zero_copy(nic, pages):
     st = receive_flow(rx, lst, peer)
     assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
     assert rx.z.stats()["copy_count"] == 0, "not zero copy"
-    assert 0 < st.longest <= buf, st.longest
+    layout = layout_problem(mode, summary(st, peer.data, rx), buf=buf)
+    assert layout is None, layout
     rx.close()
     assert nic.wait_unbound() == []
     assert wait_pins(pins0)[0] == pins0, "pages still pinned after the ring closed"
@@ -291,13 +320,16 @@ def test_rx_buf_len_above_device_limit(nic):
     assert nic.wait_unbound() == []
 
 
-def test_dmabuf_area_zero_copy(nic):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_dmabuf_area_zero_copy(nic, mode):
     """An area that is a dma-buf (udmabuf over a memfd, IORING_ZCRX_AREA_DMABUF): zcrx
     attaches it to zc0's DMA device and takes its DMA addresses from the attachment;
-    zcnic's emulated DMA writes the payload there, and the flow reads back whole through
-    the memfd's mapping, zero copy. Closed, the queue is unbound and its pool gone."""
+    zcnic's emulated DMA writes the payload there (at offsets inside the buffers in the
+    frags modes), and the flow reads back whole through the memfd's mapping, zero copy.
+    Closed, the queue is unbound and its pool gone."""
     if not os.path.exists("/dev/udmabuf"):
         pytest.skip(f"kernel {os.uname().release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+    nic.mode(mode)
     area = Udmabuf(1024 * PAGE_SIZE)
     defer(area.close)
     port, lst, peer = tcp_flow("ipv4", 2 * MiB)
@@ -307,18 +339,23 @@ def test_dmabuf_area_zero_copy(nic):
     st = receive_flow(rx, lst, peer)
     assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
     assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    layout = layout_problem(mode, summary(st, peer.data, rx))
+    assert layout is None, layout
     rx.close()
     assert nic.wait_unbound() == []
     assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"
 
 
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("length", [1447, 4097, 65539])
-def test_length_limited_requests_zero_copy(nic, length):
+def test_length_limited_requests_zero_copy(nic, length, mode):
     """Requests with sqe.len = `length` one after another (upstream's --oneshot style) on
     the bound queue, whose skbs carry several unreadable frags (the veth peer sends TSO
-    super-frames): each takes exactly `length` bytes in its data CQEs (the cut falls inside
-    a frag) and ends with res 0 without F_MORE; together they take the stream in order,
-    zero copy, and the request after the peer's FIN ends at once with res 0."""
+    super-frames; in the frags modes, frags at offsets inside shared buffers): each takes
+    exactly `length` bytes in its data CQEs (the cut falls inside a frag) and ends with
+    res 0 without F_MORE; together they take the stream in order, zero copy, and the
+    request after the peer's FIN ends at once with res 0."""
+    nic.mode(mode)
     size = 256 << 10
     port, lst, peer = tcp_flow("ipv4", size)
     nic.ntuple("ipv4", port, action=1)

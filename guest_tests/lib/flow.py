@@ -6,8 +6,9 @@ import errno
 import time
 
 from guest_tests.lib.defer import defer
-from guest_tests.lib.nic import EV_UD, port_for, qstat
+from guest_tests.lib.nic import EV_UD, frame_share, port_for, qstat
 from guest_tests.lib.peer import Peer, accept, listener
+from guest_tests.zcrx import PAGE_SIZE
 from guest_tests.zcrx.util import give_back, pinned_pages, sha256, wait_pins
 
 MiB = 1 << 20
@@ -20,6 +21,7 @@ class Stream:
         self.data, self.cqes, self.final, self.events, self.rearms = bytearray(), 0, None, [], []
         self.held = []
         self.longest = 0  # the longest data CQE
+        self.inside = 0  # data CQEs that point inside a page of the area, not at its start
 
 
 def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
@@ -39,6 +41,7 @@ def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
                 st.data += rx.z.read(c.zc_off, c.res)
                 st.cqes += 1
                 st.longest = max(st.longest, c.res)
+                st.inside += bool(c.zc_off % PAGE_SIZE)
                 batch.append(c)
             elif c.res in (-errno.ENOMEM, -errno.ENOSPC):  # multishot ended for space: re-arm
                 st.rearms.append(c.res)
@@ -120,6 +123,8 @@ def summary(st, peer_data, rx):
         "sha_sent": sha256(peer_data)[:16],
         "final": st.final,
         "cqes": st.cqes,
+        "longest": st.longest,
+        "inside": st.inside,
         "events": st.events,
         "rearms": st.rearms,
         "stats": rx.z.stats(),
@@ -143,3 +148,17 @@ def qdelta(s0, s1):
         d["ring_size"] = qstat(s1, q, "ring_size")
         out[str(q)] = d
     return out
+
+
+def layout_problem(mode, res, buf=PAGE_SIZE) -> str | None:
+    """What the CQEs of a zero-copy stream in zcnic `mode` (summary()) say against the
+    mode's buffer layout, or None: no CQE is longer than one frame's share of a buffer
+    (zcrx hands out one CQE per skb frag, and the NIC wrote each frag into one buffer);
+    with several frames per buffer each less than a page, some CQEs point inside a page
+    (frames at non-zero offsets of shared net_iovs)."""
+    share = frame_share(mode, buf)
+    if not 0 < res["longest"] <= share:
+        return f"longest CQE {res['longest']} bytes, a frame's share of a buffer in {mode} mode is {share}"
+    if share % PAGE_SIZE and not res["inside"]:
+        return f"{mode}: no CQE points inside a buffer, the buffers were not shared"
+    return None

@@ -51,6 +51,20 @@ XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1 << 1, 1 << 2
 IFF_UP = 1
 EV_UD = 0xE7E7  # user_data of zcrx event CQEs
 
+# zcnic's buffer modes (debugfs knobs; NicEnv.mode): how a queue lays frames out in the
+# buffers of its page pool, each a different path through the page pool and zcrx
+MODES = {
+    "whole": {},  # one frame per buffer, split headers copied into a fresh skb head
+    "frags2": {"frags_per_buffer": 2},  # fbnic-like: 2 frames per buffer (offsets 0, 2 KiB)
+    "frags4": {"frags_per_buffer": 4},  # 4 frames per buffer, 1 KiB each
+    "header_pool": {"header_pool": 1},  # bnxt-like: headers in pages of a second page pool
+}
+
+
+def frame_share(mode, buf=PAGE_SIZE) -> int:
+    """The most payload one frame can put in one buffer of `buf` bytes in `mode`."""
+    return buf // MODES[mode].get("frags_per_buffer", 1)
+
 
 def sh(cmd, check=True):
     p = subprocess.run(cmd, shell=True, capture_output=True, text=True)
@@ -266,6 +280,15 @@ class NicEnv:
             self._undo(self._setlink, None, mtu_before)
         return res
 
+    def jumbo(self, mtu: int) -> tuple:
+        """The lower device's MTU, then zc0's (zcnic takes no MTU above its lower's), set
+        to `mtu`: zc0's (errno, extack). Both back after the test, zc0's first."""
+        with open(f"/sys/class/net/{self.lower}/mtu") as f:
+            lower_before = int(f.read())
+        sh(f"ip link set {self.lower} mtu {mtu}")
+        defer(sh, f"ip link set {self.lower} mtu {lower_before}", check=False)
+        return self.setlink(mtu=mtu)
+
     def _setlink(self, up, mtu):
         req = {"ifi-index": self.ifindex}
         if up is not None:
@@ -347,8 +370,29 @@ class NicEnv:
 
     def _default_mode(self, knob):
         _write(f"{DEBUGFS}/{knob}", "0")
+        self._rebuild_queues()
+
+    def _rebuild_queues(self):
         for rx in (self.ring_default // 2, self.ring_default):  # -G twice: every queue anew
             self.nl.ethtool.rings_set({**self._header(), "rx": rx})
+
+    def mode(self, name: str):
+        """zcnic's buffer mode `name` (MODES) on every queue: its knobs set and every queue
+        rebuilt in it now (a binding's restart keeps it); the default mode back after the
+        test. In header_pool mode, page-pool-get must then list two pools on each queue's
+        NAPI (the knob took effect)."""
+        for knob, value in MODES[name].items():
+            self.queue_mode(knob, value)
+        if MODES[name]:
+            self._rebuild_queues()
+        if name == "header_pool":
+            pools = self.nl.netdev.page_pool_get({}, dump=True)
+            per_napi = {}
+            for p in pools:
+                if p.get("ifindex") == self.ifindex and "detach-time" not in p:
+                    per_napi[p.get("napi-id")] = per_napi.get(p.get("napi-id"), 0) + 1
+            napis = {q["napi-id"] for q in self.queues().values()}
+            assert all(per_napi.get(n) == 2 for n in napis), f"not two page pools per NAPI: {per_napi}"
 
     @staticmethod
     def module_param(name: str) -> str:

@@ -42,12 +42,17 @@ def host_mirror(etc: Path = Path("/etc/apt")) -> str:
 class PrivateApt:
     """apt-get/apt-cache over a private sources list and state directory."""
 
-    def __init__(self, root: Path, mirror: str, suites: list[str]):
+    def __init__(
+        self, root: Path, mirror: str, suites: list[str], kind: str = "deb", valid_until: bool = True
+    ):
+        """KIND "deb-src" lists source packages (apt-get source); valid_until=False reads
+        a suite past its Release file's Valid-Until (mirror snapshots keep serving sid)."""
         self.root = root
         self.mirror = mirror
         (root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (root / "archives" / "partial").mkdir(parents=True, exist_ok=True)
-        sources = "".join(f"deb [signed-by={KEYRING}] {mirror} {suite} main\n" for suite in suites)
+        opts = f"signed-by={KEYRING}" + ("" if valid_until else " check-valid-until=no")
+        sources = "".join(f"{kind} [{opts}] {mirror} {suite} main\n" for suite in suites)
         (root / "sources.list").write_text(sources)
 
     def options(self) -> list[str]:

@@ -30,6 +30,7 @@ MARKERS = {
     "nodev": "device-less zcrx (ZCRX_REG_NODEV): uapi, rings, copy fallback",
     "zcnic": "zero-copy receive on the emulated zcnic NIC",
     "upstream": "the kernel's own selftests, unmodified",
+    "liburing": "liburing's own zcrx test (test/zcrx.c of the guest image's liburing)",
     "traffic": "real TCP from the host (scapy) over the multi-queue NIC",
     "teardown": "process crash / teardown behaviour",
     "faults": "zcnic fault injection",

@@ -52,7 +52,7 @@ def _vm_options(args: list[str]) -> tuple[list[str], dict[str, str]]:
     while args:
         arg = args.pop(0)
         name, eq, value = arg.partition("=")
-        if name in names and arg != "--":
+        if name in names:
             if not eq:
                 if not args:
                     raise LabError(f"{name} needs a value")

@@ -3,7 +3,9 @@
 One VM per test session, reused; restarted only after a crash. Every QEMU
 started here dies with its parent (PR_SET_PDEATHSIG), is killed on normal exit
 and on SIGTERM/SIGHUP, and its tap (created by QEMU itself, not persistent)
-vanishes with it, so no process or interface outlives a run.
+vanishes with it, so no process or interface outlives a run. Under --vm=vng
+QEMU is virtme-ng's grandchild: vng runs in a PID namespace of its own that
+dies with it (qemu/vng.py confined), and its process group is killed with it.
 """
 
 import atexit
@@ -29,7 +31,6 @@ from qemu.machine import ARCHES, MachineSpec
 REPO = Path(__file__).resolve().parents[2]
 # A KASAN+lockdep kernel under TCG on a loaded 2-core machine needs minutes.
 BOOT_TIMEOUT = {"kvm": 60, "tcg": 300}
-LAUNCHERS = ("qemu", "vng")  # --vm: the lab's own QEMU command line, or virtme-ng (qemu/vng.py)
 PORT_TRIES = 3
 _live: set["VM"] = set()
 

@@ -197,7 +197,8 @@ class VM:
                 raise _PortTaken() from None
             raise (LabError if qemu_failed else BootError)(
                 f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
-                f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
+                f"console tail:\n{self.console_tail()}"
+                + (f"\n{self._launcher_name()}: {qemu_said}" if qemu_said else "")
             ) from None
         self.boot_seconds = time.monotonic() - start
         if self.tap:
@@ -230,6 +231,9 @@ class VM:
             target=_copy, args=(self.proc.stdout, self.output_log), name="vng-output", daemon=True
         )
         self.drain.start()
+
+    def _launcher_name(self) -> str:
+        return "QEMU" if self.launcher == "qemu" else "vng"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

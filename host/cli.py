@@ -44,19 +44,43 @@ def cmd_check_kernel(args) -> int:
     return 0
 
 
+def _vm_options(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """ARGS without --vm=qemu|vng and --vng-opts=OPTS (as pytest takes them), and those as VM arguments."""
+    rest, options = [], {}
+    names = {"--vm": "launcher", "--vng-opts": "vng_opts"}
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if name in names:
+            if not eq:
+                if not args:
+                    raise LabError(f"{name} needs a value")
+                value = args.pop(0)
+            options[names[name]] = value
+        elif arg == "--":
+            rest += [arg, *args]
+            break
+        else:
+            rest.append(arg)
+    if options.get("launcher", "qemu") not in ("qemu", "vng"):
+        raise LabError(f"--vm: {options['launcher']!r} is neither qemu nor vng")
+    return rest, options
+
+
 @contextlib.contextmanager
-def _booted(spec: str):
+def _booted(spec: str, vm_options: dict[str, str] | None = None):
     """A VM of SPEC for the duration; its console log lives in a temp dir
     that goes with it (pytest runs keep theirs in the results directory)."""
     from host.vm.qemu import VM
 
     k, img = kernel.provision(spec)
     with tempfile.TemporaryDirectory(prefix="zcrx-lab-boot-") as tmp:
-        vm = VM(k, img, Path(tmp))
+        vm = VM(k, img, Path(tmp), **(vm_options or {}))
         try:
             vm.start()
             print(
-                f"zcrx-lab: booted {k.describe()} ({vm.accel}: {vm.accel_reason}) "
+                f"zcrx-lab: {vm.launcher} booted {k.describe()} ({vm.accel}: {vm.accel_reason}) "
                 f"to SSH in {vm.boot_seconds:.1f} s",
                 file=sys.stderr,
             )
@@ -66,20 +90,22 @@ def _booted(spec: str):
 
 
 def cmd_boot(args) -> int:
+    args, vm_options = _vm_options(args)
     if len(args) != 1:
-        raise LabError("usage: boot KERNEL")
-    with _booted(args[0]):
+        raise LabError("usage: boot KERNEL [--vm=qemu|vng] [--vng-opts=OPTS]")
+    with _booted(args[0], vm_options):
         pass
     return 0
 
 
 def cmd_shell(args) -> int:
+    args, vm_options = _vm_options(args)
     if not args:
-        raise LabError("usage: shell KERNEL [-- CMD]")
+        raise LabError("usage: shell KERNEL [--vm=qemu|vng] [--vng-opts=OPTS] [-- CMD]")
     spec, rest = args[0], args[1:]
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    with _booted(spec) as vm:
+    with _booted(spec, vm_options) as vm:
         if rest:
             result = vm.run(" ".join(rest), timeout=3600)
             sys.stdout.write(result.stdout)

@@ -27,6 +27,7 @@ DEBIAN_PACKAGES = {
     "iproute2": "/sbin/ip",
     "xz-utils": "/usr/bin/xz",
     "zstd": "/usr/bin/zstd",
+    "kmod": "/usr/bin/kmod",  # --vm=vng: virtme-ng finds the initramfs's modules with modprobe
     "ca-certificates": "/etc/ssl/certs",
 }
 

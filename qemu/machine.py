@@ -51,9 +51,11 @@ class X86_64:
         return ["-bios", str(qboot)] if qboot.exists() else []
 
     def cmdline(self, spec: MachineSpec) -> str:
+        return " ".join([f"console={self.console}", "rdinit=/init", *self.guest_kernel_args(spec)])
+
+    def guest_kernel_args(self, spec: MachineSpec) -> list[str]:
+        """Kernel arguments of a lab guest whoever boots it (this command, vng)."""
         args = [
-            f"console={self.console}",
-            "rdinit=/init",
             "panic=-1",
             "loglevel=5",
             "printk.devkmsg=on",
@@ -66,7 +68,7 @@ class X86_64:
             "mitigations=off",
             "nokaslr",
         ]
-        return " ".join(a for a in args + spec.cmdline_extra if a)
+        return [a for a in args + spec.cmdline_extra if a]
 
     def command(self, spec: MachineSpec) -> list[str]:
         cmd = [
@@ -95,28 +97,49 @@ class X86_64:
             "chardev:console",
             "-device",
             "virtio-rng-pci",
+            *self.control_nic_args(spec),
+        ]
+        cmd += self._share("root", spec.rootfs, readonly=True)
+        cmd += self.share_args(spec)
+        cmd += self.test_nic_args(spec)
+        return cmd
+
+    # The pieces below are what makes a guest a lab guest; the vng composer
+    # (qemu/vng.py) hands them to QEMU through vng's --qemu-opts.
+    @staticmethod
+    def control_nic_args(spec: MachineSpec) -> list[str]:
+        return [
             "-netdev",
             f"user,id=control,restrict=on,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
             "-device",
             f"virtio-net-pci,netdev=control,mac={CONTROL_MAC}",
         ]
-        cmd += self._share("root", spec.rootfs, readonly=True)
+
+    def share_args(self, spec: MachineSpec) -> list[str]:
+        """The lab's shares other than the root image, by their 9p mount tags."""
+        args = []
         if spec.lab_dir:
-            cmd += self._share("lab", spec.lab_dir, readonly=True)
+            args += self._share("lab", spec.lab_dir, readonly=True)
         if spec.results_dir:
-            cmd += self._share("results", spec.results_dir, readonly=False)
+            args += self._share("results", spec.results_dir, readonly=False)
         if spec.modules_dir:
-            cmd += self._share("modules", spec.modules_dir, readonly=True)
+            args += self._share("modules", spec.modules_dir, readonly=True)
         if spec.uapi_dir:
-            cmd += self._share("uapi", spec.uapi_dir, readonly=True)
-        if spec.tap_fds:
-            cmd += [
-                "-netdev",
-                f"tap,id=test,fds={':'.join(map(str, spec.tap_fds))}",
-                "-device",
-                f"virtio-net-pci,netdev=test,mac={TEST_MAC},mq=on,vectors={2 * len(spec.tap_fds) + 2}",
-            ]
-        return cmd
+            args += self._share("uapi", spec.uapi_dir, readonly=True)
+        return args
+
+    @staticmethod
+    def test_nic_args(spec: MachineSpec, fds: str | None = None) -> list[str]:
+        """The multi-queue test NIC on the tap's queue descriptors: spec.tap_fds, or FDS
+        for a QEMU that gets them later (vng: qemu/qemu_with_tap.py fills them in)."""
+        if not spec.tap_fds:
+            return []
+        return [
+            "-netdev",
+            f"tap,id=test,fds={fds or ':'.join(map(str, spec.tap_fds))}",
+            "-device",
+            f"virtio-net-pci,netdev=test,mac={TEST_MAC},mq=on,vectors={2 * len(spec.tap_fds) + 2}",
+        ]
 
     @staticmethod
     def _share(tag: str, path: Path, readonly: bool) -> list[str]:

@@ -63,6 +63,18 @@ def pytest_addoption(parser):
     )
     group.addoption("--queues", type=int, default=4, help="test NIC queue count (default 4)")
     group.addoption(
+        "--vm",
+        choices=("qemu", "vng"),
+        default="qemu",
+        help="what boots the kernel: the lab's own QEMU command line (default), or virtme-ng "
+        "(vng) with the same image, NIC, shares and SSH",
+    )
+    group.addoption(
+        "--vng-opts",
+        default="",
+        help="with --vm=vng: options of your own for vng, e.g. '--verbose' or \"--qemu-opts='-s'\"",
+    )
+    group.addoption(
         "--guest-timeout",
         type=float,
         default=None,
@@ -153,6 +165,8 @@ class Lab:
                 self.results,
                 queues=self.config.getoption("queues"),
                 cmdline=self.config.getoption("kernel_cmdline"),
+                launcher=self.config.getoption("vm"),
+                vng_opts=self.config.getoption("vng_opts"),
             )
         if not self.vm.alive():
             self.vm.start()

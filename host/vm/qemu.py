@@ -3,15 +3,21 @@
 One VM per test session, reused; restarted only after a crash. Every QEMU
 started here dies with its parent (PR_SET_PDEATHSIG), is killed on normal exit
 and on SIGTERM/SIGHUP, and its tap (in a namespace of its own, host/vm/testlink.py)
-vanishes with it, so no process or interface outlives a run.
+vanishes with it, so no process or interface outlives a run. Under --vm=vng
+QEMU is virtme-ng's grandchild: vng runs in a PID namespace of its own that
+dies with it (qemu/vng.py confined), and its process group is killed with it.
 """
 
 import atexit
 import ctypes
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from host.vm.accel import pick_accel
 from host.vm.initramfs import initramfs
 from host.vm.ssh import GuestTimeout, Result, Ssh
 from host.vm.testlink import TestLink
+from qemu import vng
 from qemu.machine import ARCHES, MachineSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,9 +69,54 @@ for _sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(_sig, _on_signal)
 
 
+def _vng_binary() -> str:
+    """virtme-ng's vng, from the lab's virtual environment (requirements.txt)."""
+    beside = Path(sys.executable).parent / "vng"
+    found = str(beside) if beside.exists() else shutil.which("vng")
+    if not found:
+        raise LabError("--vm=vng: virtme-ng is not installed (python3 -m host setup installs it into .venv)")
+    return found
+
+
+def _vng_env() -> dict[str, str]:
+    # vng runs virtme-run through a shell, by name: it must be on PATH
+    return dict(os.environ, PATH=f"{Path(_vng_binary()).parent}:{os.environ.get('PATH', '')}")
+
+
+def _kill_group(pgid: int, limit: float = 10.0) -> None:
+    """Kill the process group PGID and wait until it is gone.
+
+    vng's QEMU is not our child but vng's grandchild, in vng's process group
+    (_die_with_parent made it one): waiting for our child is not waiting for
+    QEMU, and its tap goes only with it.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _copy(pipe, path: Path) -> None:
+    with open(path, "wb") as out:
+        while chunk := pipe.read1(65536):
+            out.write(chunk)
+            out.flush()
+
+
 class VM:
     def __init__(
-        self, kernel, image, results_dir: Path, queues: int = 4, arch: str = "x86_64", cmdline: str = ""
+        self,
+        kernel,
+        image,
+        results_dir: Path,
+        queues: int = 4,
+        arch: str = "x86_64",
+        cmdline: str = "",
+        launcher: str = "qemu",
+        vng_opts: str = "",
     ):
         self.kernel, self.image, self.results_dir = kernel, image, results_dir
         self.queues = queues
@@ -78,6 +130,9 @@ class VM:
         self.console_log: Path | None = None
         self.test_link: TestLink | None = None
         self.no_test_link = ""  # why there is no test NIC, when there is none
+        self.launcher, self.vng_opts = launcher, vng_opts
+        self.output_log: Path | None = None  # vng's output, copied by self.drain
+        self.drain: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> None:
@@ -115,17 +170,25 @@ class VM:
             tap_fds=tuple(self.test_link.tap_fds) if self.test_link else (),
             cmdline_extra=self.cmdline,
         )
-        cmd = [str(a) for a in self.machine.command(spec)]
-        (self.results_dir / f"qemu-boot{self.boots}.cmd").write_text(" ".join(cmd) + "\n")
+        cmd = self._command(spec)
+        join = shlex.join if self.launcher == "vng" else " ".join  # vng's has spaces in arguments
+        (self.results_dir / f"qemu-boot{self.boots}.cmd").write_text(join(cmd) + "\n")
+        env = None
+        if self.launcher == "vng":
+            env = _vng_env()
+            if self.test_link:  # vng closes what we pass: qemu/qemu_with_tap.py asks for them
+                env["ZCRX_LAB_TAP_SOCKET"] = str(self.test_link.offer_tap_fds())
         start = time.monotonic()
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            pass_fds=spec.tap_fds,
+            pass_fds=spec.tap_fds if self.launcher == "qemu" else (),
             preexec_fn=_die_with_parent,
+            env=env,
         )
+        self._drain_output()
         _live.add(self)
         if self.test_link:
             self.test_link.close_tap_fds()
@@ -142,9 +205,41 @@ class VM:
                 raise _PortTaken() from None
             raise (LabError if qemu_failed else BootError)(
                 f"kernel {self.kernel.describe()} did not boot to SSH ({exc}); "
-                f"console tail:\n{self.console_tail()}" + (f"\nQEMU: {qemu_said}" if qemu_said else "")
+                f"console tail:\n{self.console_tail()}"
+                + (f"\n{self._launcher_name()}: {qemu_said}" if qemu_said else "")
             ) from None
         self.boot_seconds = time.monotonic() - start
+
+    def _command(self, spec: MachineSpec) -> list[str]:
+        if self.launcher == "qemu":
+            return [str(a) for a in self.machine.command(spec)]
+        if self.kernel.config.get("VIRTIO_CONSOLE") not in ("y", "m"):
+            raise LabError(
+                f"--vm=vng: kernel {self.kernel.describe()} lacks CONFIG_VIRTIO_CONSOLE: vng runs the "
+                "guest's setup script over virtio serial ports and the lab's console log is a virtio console"
+            )
+        try:
+            return vng.confined(vng.command(self.machine, spec, self.vng_opts, _vng_binary()), spec.rootfs)
+        except vng.VngError as exc:
+            raise LabError(f"--vm=vng: {exc}") from None
+
+    def _drain_output(self) -> None:
+        """vng's output (its guest script's, and with --vng-opts=--verbose the
+        kernel's serial console) would fill the pipe and stall QEMU: copied
+        to vng-bootN.log as it comes. QEMU alone says a few lines at most.
+        A file is no substitute for the pipe: QEMU opens /proc/self/fd/1 and
+        2 once per chardev, each at offset 0 of a file."""
+        self.output_log = self.drain = None
+        if self.launcher != "vng":
+            return
+        self.output_log = self.results_dir / f"vng-boot{self.boots}.log"
+        self.drain = threading.Thread(
+            target=_copy, args=(self.proc.stdout, self.output_log), name="vng-output", daemon=True
+        )
+        self.drain.start()
+
+    def _launcher_name(self) -> str:
+        return "QEMU" if self.launcher == "qemu" else "vng"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -169,6 +264,9 @@ class VM:
             if self.proc.poll() is None:
                 self.proc.kill()
             self.proc.wait()
+            if self.launcher == "vng":
+                _kill_group(self.proc.pid)
+                self.drain.join(timeout=5)  # the pipe's writers are gone: at its end
             if self.proc.stdout:
                 self.proc.stdout.close()
         if self.test_link:
@@ -193,6 +291,9 @@ class VM:
         return "\n".join(text.splitlines()[-lines:]) or "(empty console)"
 
     def _qemu_output(self) -> str:
+        if self.output_log and self.proc and self.proc.poll() is not None:
+            self.drain.join(timeout=5)
+            return self.output_log.read_text(errors="replace").strip()[-2000:]
         if self.proc and self.proc.poll() is not None and self.proc.stdout:
             return self.proc.stdout.read().decode(errors="replace").strip()[-2000:]
         return ""

@@ -98,16 +98,19 @@ class TestLink:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(path))
         listener.listen(1)
-        fds = list(self.tap_fds)
+        fds = [os.dup(fd) for fd in self.tap_fds]  # the lab closes its own once QEMU runs
 
         def hand_over() -> None:
-            with listener:
-                try:
+            try:
+                with listener:
                     conn, _ = listener.accept()
-                except OSError:  # closed: the VM ended before its QEMU asked
-                    return
-                with conn:
-                    _send_fds(conn, fds)
+                    with conn:
+                        _send_fds(conn, fds)
+            except OSError:  # shut down: the VM ended before its QEMU asked
+                pass
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
         self._offer = listener
         threading.Thread(target=hand_over, name="tap-fds", daemon=True).start()

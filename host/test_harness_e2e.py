@@ -50,16 +50,13 @@ def lab_pytest(tmp_path, *args, timeout=600) -> subprocess.CompletedProcess:
 
 
 def leftovers(results: Path) -> list[str]:
-    """QEMU processes of that run, and any tap it created."""
-    procs = subprocess.run(["pgrep", "-af", f"qemu-system.*{results}"], capture_output=True, text=True)
-    taps = []
-    for cmd_file in results.rglob("qemu-boot*.cmd"):  # gwN/ too, under -n
-        for word in cmd_file.read_text().split():
-            if word.startswith("tap,"):
-                name = dict(kv.split("=", 1) for kv in word.split(",")[1:] if "=" in kv)["ifname"]
-                if Path(f"/sys/class/net/{name}").exists():
-                    taps.append(name)
-    return procs.stdout.splitlines() + taps
+    """QEMU processes of that run, and the servers holding its taps' namespaces
+    (host/vm/testlink.py: the tap lives as long as its server or a QEMU)."""
+    found = []
+    for pattern in (f"qemu-system.*{results}", f"host.vm.testlink.*{results}"):
+        procs = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+        found += procs.stdout.splitlines()
+    return found
 
 
 def one_line_error(proc) -> str:

@@ -152,7 +152,7 @@ class VM:
     def _boot(self) -> None:
         self.console_log.write_text("")
         try:
-            self.test_link = TestLink(self.queues)
+            self.test_link = TestLink(self.queues, owner=str(self.results_dir))
         except LabError as exc:
             self.test_link, self.no_test_link = None, str(exc)
         modules = self.kernel.modules

@@ -55,14 +55,16 @@ class TestLink:
 
     __test__ = False  # not a pytest test class despite its name
 
-    def __init__(self, queues: int):
+    def __init__(self, queues: int, owner: str = ""):
+        """QUEUES tap queues; OWNER (the VM's results directory) names the server in the
+        process list, so a check for leftovers can tell whose it is."""
         if not shutil.which("unshare") or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise LabError("the test NIC needs unshare (util-linux) and a usable /dev/net/tun")
         self.queues = queues
         self.offer_dir: str | None = None
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server = subprocess.Popen(
-            [*UNSHARE, sys.executable, "-m", "host.vm.testlink", str(theirs.fileno()), str(queues)],
+            [*UNSHARE, sys.executable, "-m", "host.vm.testlink", str(theirs.fileno()), str(queues), owner],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -7,6 +7,7 @@
   boot K                boot K once, print the time to SSH, shut down
   shell K [-- CMD]      boot K and run CMD (or an interactive shell) in the guest
   bench [--kernel K]    receive rate in the guest: zcrx vs plain recv() on zcnic
+  bench-boot [--kernel K]  the lab's boot to SSH against a bare boot of the kernel (ratios)
   build-kernel SRC|debug [--coverage]  configure (kconfigs/) and build a kernel into the cache
   series INPUT --tree T [TESTS]  test a patch series (mbox, patch dir, BASE..HEAD, message id)
                         commit by commit; charge each new failure to its commit

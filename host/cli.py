@@ -170,6 +170,12 @@ def cmd_merge_results(args) -> int:
     return 1 if any(test["outcome"] in merge.FAILED for test in run["tests"].values()) else 0
 
 
+def cmd_bench_boot(args) -> int:
+    from host import bootbench
+
+    return bootbench.main(args)
+
+
 def cmd_bench(args) -> int:
     from host import bench
 
@@ -202,6 +208,7 @@ COMMANDS = {
     "boot": cmd_boot,
     "shell": cmd_shell,
     "bench": cmd_bench,
+    "bench-boot": cmd_bench_boot,
     "merge-results": cmd_merge_results,
     "build-kernel": cmd_build_kernel,
     "series": cmd_series,

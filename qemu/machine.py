@@ -1,9 +1,10 @@
 """Compose QEMU command lines: one class per architecture, one spec per VM.
 
 Two NICs: a control NIC on QEMU user networking whose only way in is a
-loopback-bound host port forward to the guest's sshd (no host routing, no
-outbound guest traffic), and a multi-queue virtio-net test NIC on a tap whose queues QEMU gets as
-descriptors (host/vm/testlink.py makes it in a namespace of its own).
+loopback-bound host port forward to the guest's SSH server, dropbear (no host
+routing, no outbound guest traffic), and a multi-queue virtio-net test NIC on a
+tap whose queues QEMU gets as descriptors (host/vm/testlink.py makes the tap in
+a namespace of its own).
 The root is the cached image over 9p (read-only); the repository is shared at
 /lab and the results directory at /results.
 """

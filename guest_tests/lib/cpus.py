@@ -100,7 +100,7 @@ def no_router_solicitations():
 
 def quiet_all_but(cpu: int):
     """Leave every other CPU to the test: nothing else of ours may make them run NET_RX.
-    SSH to this guest arrives over virtio (its interrupts) and leaves from sshd (virtio's
+    SSH to this guest arrives over virtio (its interrupts) and leaves from dropbear (virtio's
     TX NAPI runs on the sending CPU); IPv6 router solicitations are sent from timers; an
     idle CPU expires other CPUs' timers (timer migration: the SSH socket's delayed ACK
     went out on the other CPU); unbound workqueues run anywhere."""

@@ -37,7 +37,7 @@ REQUIRED = {
     "DEVTMPFS": "/dev in the guest",
     "BLK_DEV_INITRD": "the initramfs that mounts the root",
     "SERIAL_8250_CONSOLE": "the console log the splat scanner reads",
-    "UNIX": "sshd",
+    "UNIX": "the SSH server",
     "MAGIC_SYSRQ": "the harness's crash self-test",
 }
 # Options that must be built in even when modules are available.

@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A KASAN+lockdep kernel under TCG on a loaded 2-core machine needs minutes.
 BOOT_TIMEOUT = {"kvm": 60, "tcg": 300}
 PORT_TRIES = 3
+INIT_DONE = b"zcrx-lab: init done"  # what qemu/init and qemu/vng-init write to the kernel log
 _live: set["VM"] = set()
 
 
@@ -194,7 +195,7 @@ class VM:
             self.test_link.close_tap_fds()
         self.ssh = Ssh(spec.ssh_port, self.image.ssh_key)
         try:
-            self.ssh.connect(start + BOOT_TIMEOUT[self.accel], self.alive)
+            self.ssh.connect(start + BOOT_TIMEOUT[self.accel], self.alive, self._init_done)
         except LabError as exc:
             qemu_said = self._qemu_output()
             # QEMU failing before the kernel said a word (bad option, no
@@ -240,6 +241,10 @@ class VM:
 
     def _launcher_name(self) -> str:
         return "QEMU" if self.launcher == "qemu" else "vng"
+
+    def _init_done(self) -> bool:
+        """The guest's init said it is done (qemu/init, qemu/vng-init): its network is up."""
+        return INIT_DONE in self.console_log.read_bytes()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

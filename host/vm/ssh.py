@@ -9,7 +9,7 @@ import paramiko
 
 from host.errors import LabError
 
-# paramiko logs every refused handshake with a traceback while sshd boots.
+# paramiko logs every refused handshake with a traceback while the guest boots.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL)
 
 
@@ -33,16 +33,26 @@ class Ssh:
         self.port, self.key_file, self.user = port, str(key_file), user
         self.client: paramiko.SSHClient | None = None
 
-    def connect(self, deadline: float, alive) -> None:
-        """Connect once sshd answers; ALIVE() says whether to keep waiting."""
+    def connect(self, deadline: float, alive, guest_up=lambda: True) -> None:
+        """Connect once the SSH server answers; ALIVE() says whether to keep waiting.
+
+        QEMU's user networking accepts each attempt at once and forwards it as a SYN to
+        the guest; a SYN sent before the guest's network is up is lost, and QEMU resends
+        it only after a retransmission timeout (a second or more). So until GUEST_UP()
+        says the guest's init brought its network up, an attempt without a banner is
+        given up quickly and made again (a new SYN); after that, or if it never says so,
+        each attempt waits for the banner."""
         key = paramiko.Ed25519Key.from_private_key_file(self.key_file)
         last = None
+        attempts = 0
         while time.monotonic() < deadline:
             if not alive():
                 raise LabError("the VM exited during boot")
+            attempts += 1
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-                # QEMU accepts for the guest before sshd listens, then resets:
+                sock.settimeout(2 if guest_up() or attempts > 40 else 0.25)
+                # QEMU accepts for the guest before its server listens, then resets:
                 # wait for the banner without consuming it.
                 if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
                     raise OSError("no SSH banner")
@@ -66,7 +76,7 @@ class Ssh:
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
                 time.sleep(0.1)
-        raise GuestTimeout(f"sshd did not answer: {last}")
+        raise GuestTimeout(f"the SSH server did not answer: {last}")
 
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
         if self.client is None:
@@ -100,7 +110,7 @@ class Ssh:
                     time.sleep(0.005)
             rc = chan.recv_exit_status()
             chan.close()
-            if rc == -1:  # the channel closed without an exit status: sshd is gone
+            if rc == -1:  # the channel closed without an exit status: the server is gone
                 raise GuestTimeout(f"connection lost while running: {cmd}")
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise GuestTimeout(f"connection lost while running: {cmd} ({exc})") from None

@@ -1,4 +1,5 @@
-"""Where cached images and kernel builds live, and how their keys are made."""
+"""Where cached images and kernel builds live, how their keys are made, and how
+concurrent runs make each of them once."""
 
 import contextlib
 import fcntl
@@ -34,3 +35,13 @@ def locked(path: Path):
     with open(path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         yield
+
+
+def made_once(ready, lock: Path, make) -> None:
+    """Make a cached artefact once: unless READY() already, MAKE() under LOCK, where a
+    run that waited for another finds it READY() and makes nothing."""
+    if ready():
+        return
+    with locked(lock):
+        if not ready():
+            make()

@@ -23,9 +23,10 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from functools import partial
 from pathlib import Path
 
-from host.cache import cache_root, locked
+from host.cache import cache_root, locked, made_once
 from host.errors import LabError
 from host.guestimage.apt import PrivateApt, host_mirror
 from host.guestimage.image import build_in_image
@@ -64,12 +65,7 @@ def source_tree(version: str) -> Path:
     """The unpacked liburing source of VERSION (fetched once)."""
     base = cache_root() / "liburing" / version
     tree = base / "src"
-    if (tree / "test/zcrx.c").exists():
-        return tree
-    base.mkdir(parents=True, exist_ok=True)
-    with locked(base / "lock"):
-        if not (tree / "test/zcrx.c").exists():  # another run fetched it meanwhile
-            _fetch(version, tree)
+    made_once((tree / "test/zcrx.c").exists, base / "lock", partial(_fetch, version, tree))
     return tree
 
 

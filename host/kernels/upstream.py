@@ -18,14 +18,14 @@ directory), keeping the kernel tree's layout, which the test's libraries rely
 on (in-tree mode: KSRC/tools/net/ynl, KSRC/Documentation/netlink/specs).
 """
 
-import fcntl
 import hashlib
 import shutil
 import subprocess
 import tempfile
+from functools import partial
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import cache_root, made_once
 from host.errors import LabError
 from host.guestimage.apt import PrivateApt, host_mirror
 from host.guestimage.image import build_in_image
@@ -50,12 +50,6 @@ def source_package(kernel, image) -> tuple[str, str]:
     return f"linux-source-{major_minor}", image.package_version
 
 
-def _locked(path: Path):
-    lock = open(path, "w")  # noqa: SIM115 - released by closing
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return lock
-
-
 def source_tree(kernel, image) -> Path:
     """The root of a kernel source tree holding the selftest (fetched if needed)."""
     if kernel.tree:
@@ -76,13 +70,7 @@ def source_tree(kernel, image) -> Path:
         return full
     base = cache_root() / "selftests" / version
     tree = base / "tree"
-    if _complete(tree):
-        return tree
-    base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / "lock"):
-        if _complete(tree):  # another run fetched it meanwhile
-            return tree
-        _fetch(package, version, tree)
+    made_once(lambda: _complete(tree), base / "lock", partial(_fetch, package, version, tree))
     return tree
 
 
@@ -97,12 +85,9 @@ def full_source_tree(image) -> Path:
     package, version = f"linux-source-{major_minor}", image.package_version
     base = cache_root() / "sources" / version
     tree = base / "tree"
-    if (tree / "Makefile").exists():
-        return tree
-    base.mkdir(parents=True, exist_ok=True)
-    with _locked(base / "lock"):
-        if not (tree / "Makefile").exists():
-            _fetch(package, version, tree, subtrees=None)
+    made_once(
+        (tree / "Makefile").exists, base / "lock", lambda: _fetch(package, version, tree, subtrees=None)
+    )
     return tree
 
 
@@ -173,9 +158,7 @@ def helper(kernel, image) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent / "lock"):  # parallel workers: one builds, the others wait for it
-        if not out.exists():
-            _build_helper(image, source, out)
+    made_once(out.exists, out.parent / "lock", partial(_build_helper, image, source, out))
     return out
 
 

@@ -94,7 +94,10 @@ def test_pp_alloc_failures_on_unbound_queue(nic):
     res = fault_datapath(nic, "fail_pp_alloc", 3, bind=1, steer=2)
     assert res["qdelta"]["2"]["alloc_fail"] > 0
     assert res["final"] == 0 and res["match"], res
-    assert res["stats"]["copy_bytes"] == MiB
+    # every byte was copied, but copy_bytes counts copies of frags only: bytes TCP
+    # collapsed into linear skbs under receive-memory pressure (TCPRcvCollapsed) are
+    # copied from the skb's head, uncounted (io_zcrx_recv_skb)
+    assert 0 < res["stats"]["copy_bytes"] <= MiB
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])

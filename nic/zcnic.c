@@ -73,6 +73,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/u64_stats_sync.h>
+#include <net/gso.h>
 #include <net/ip6_checksum.h>
 #include <net/netdev_lock.h>
 #include <net/netdev_queues.h>
@@ -822,6 +823,28 @@ err:
 }
 
 /*
+ * How much of a frame goes into the linear part: its headers when TCP
+ * header split applies (*@split), the whole frame when it stays linear.
+ */
+static unsigned int zcnic_hlen(const struct zcnic_rq *rq,
+			       const struct zcnic_cb *cb, bool *split)
+{
+	const struct zcnic_priv *priv = rq->priv;
+
+	*split = false;
+	if (cb->l4proto == IPPROTO_TCP && cb->hdrlen &&
+	    READ_ONCE(priv->hds) &&
+	    cb->len - cb->hdrlen > READ_ONCE(priv->hds_thresh)) {
+		*split = true;
+		return cb->hdrlen;
+	}
+	/* frames that are not split stay linear */
+	if (rq->unreadable || cb->len <= ZCNIC_COPYBREAK)
+		return cb->len;
+	return cb->hdrlen ?: ZCNIC_COPYBREAK;
+}
+
+/*
  * Receive one frame: copy the headers (or a small frame) into the linear
  * part and DMA the rest into posted buffers, one per frag, as a header
  * split capable NIC does.
@@ -832,24 +855,14 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 	const struct zcnic_cb *cb = ZCNIC_CB(orig);
 	unsigned int len = cb->len, hlen, off, nfrags, i;
 	struct sk_buff *skb;
-	bool split = false;
+	bool split;
 
 	if (zcnic_fault_nth(&priv->rx_drop, &priv->rx_cnt)) {
 		zcnic_rq_drop(rq, &rq->stats.fault_drops);
 		return;
 	}
 
-	if (cb->l4proto == IPPROTO_TCP && cb->hdrlen &&
-	    READ_ONCE(priv->hds) &&
-	    len - cb->hdrlen > READ_ONCE(priv->hds_thresh)) {
-		hlen = cb->hdrlen;
-		split = true;
-	} else if (rq->unreadable || len <= ZCNIC_COPYBREAK) {
-		/* frames that are not split stay linear */
-		hlen = len;
-	} else {
-		hlen = cb->hdrlen ?: ZCNIC_COPYBREAK;
-	}
+	hlen = zcnic_hlen(rq, cb, &split);
 	if (hlen < ETH_HLEN) {
 		zcnic_rq_drop(rq, &rq->stats.too_big_drops);
 		return;
@@ -938,6 +951,58 @@ drop_skb:
 	zcnic_rq_drop(rq, &rq->stats.too_big_drops);
 }
 
+/*
+ * A GSO super-frame from the lower device (veth TSO, virtio GRO) is
+ * received whole when its payload fits the frags of one skb.  A real
+ * NIC's wire never carries one that does not: when it needs more buffers
+ * than MAX_SKB_FRAGS (small rx-buf-len, several frames per buffer), cut
+ * it into the gso_size segments the wire would have carried and receive
+ * each of them as a frame.
+ */
+static bool zcnic_too_big(const struct zcnic_rq *rq,
+			  const struct sk_buff *orig)
+{
+	const struct zcnic_cb *cb = ZCNIC_CB(orig);
+	unsigned int hlen;
+	bool split;
+
+	if (!skb_is_gso(orig))
+		return false;
+	hlen = zcnic_hlen(rq, cb, &split);
+	return hlen < cb->len &&
+	       DIV_ROUND_UP(cb->len - hlen, rq->frag_size) > MAX_SKB_FRAGS;
+}
+
+static void zcnic_rx_segments(struct zcnic_rq *rq, struct sk_buff *orig,
+			      int budget)
+{
+	const struct zcnic_cb cb = *ZCNIC_CB(orig);
+	struct sk_buff *segs, *seg, *next;
+
+	/*
+	 * Segmentation on a receive path (as openvswitch does), with the
+	 * checksum state the lower device gave (validated or partial): the
+	 * segments' checksums are as good as the super-frame's.
+	 */
+	if (orig->ip_summed == CHECKSUM_NONE || skb_cow_head(orig, 0))
+		goto drop;
+	segs = __skb_gso_segment(orig, NETIF_F_SG | NETIF_F_HW_CSUM, false);
+	if (IS_ERR_OR_NULL(segs))
+		goto drop;
+
+	skb_list_walk_safe(segs, seg, next) {
+		skb_mark_not_on_list(seg);
+		*ZCNIC_CB(seg) = cb;
+		ZCNIC_CB(seg)->len = seg->len;
+		zcnic_rx_one(rq, seg);
+		napi_consume_skb(seg, budget);
+	}
+	return;
+
+drop:
+	zcnic_rq_drop(rq, &rq->stats.too_big_drops);
+}
+
 static int zcnic_poll(struct napi_struct *napi, int budget)
 {
 	struct zcnic_rq *rq = container_of(napi, struct zcnic_rq, napi);
@@ -949,7 +1014,10 @@ static int zcnic_poll(struct napi_struct *napi, int budget)
 
 	zcnic_refill(rq);
 	while (done < budget && (orig = skb_dequeue(&rq->fifo))) {
-		zcnic_rx_one(rq, orig);
+		if (zcnic_too_big(rq, orig))
+			zcnic_rx_segments(rq, orig, budget);
+		else
+			zcnic_rx_one(rq, orig);
 		napi_consume_skb(orig, budget);
 		done++;
 	}

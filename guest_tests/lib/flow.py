@@ -131,7 +131,16 @@ def summary(st, peer_data, rx):
     }
 
 
-QFIELDS = ("packets", "bytes", "hds_packets", "no_buf_drops", "fault_drops", "alloc_fail", "overruns")
+QFIELDS = (
+    "packets",
+    "bytes",
+    "hds_packets",
+    "no_buf_drops",
+    "fault_drops",
+    "too_big_drops",
+    "alloc_fail",
+    "overruns",
+)
 # zcnic's qstats rx-hw-drops of a queue: the sum of these ethtool -S counters
 HW_DROPS = ("no_buf_drops", "fault_drops", "too_big_drops")
 

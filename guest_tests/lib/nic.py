@@ -162,6 +162,25 @@ class NicEnv:
         pools = self.nl.netdev.page_pool_get({}, dump=True)
         return [p for p in pools if p.get("ifindex") == self.ifindex and "io-uring" in p]
 
+    def dmabuf_queues(self) -> dict:
+        """RX queues of zc0 with a devmem binding: {queue id: the binding's dmabuf id}."""
+        return {q: a["dmabuf"] for q, a in self.queues().items() if "dmabuf" in a}
+
+    def dmabuf_pools(self) -> list:
+        """page-pool-get: zc0's page pools that take their buffers from a dma-buf binding."""
+        pools = self.nl.netdev.page_pool_get({}, dump=True)
+        return [p for p in pools if p.get("ifindex") == self.ifindex and "dmabuf" in p]
+
+    def wait_no_dmabuf(self, timeout=15.0) -> tuple:
+        """(queues, pools) of zc0 still on a dma-buf binding once it is closed: the queue is
+        restarted at once, a pool with buffers in flight outlives it until they come back."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = (self.dmabuf_queues(), self.dmabuf_pools())
+            if left == ({}, []) or time.monotonic() > deadline:
+                return left
+            time.sleep(0.1)
+
     def dev_qstats(self) -> dict:
         """netdev qstats-get of the whole device."""
         return self.nl.netdev.qstats_get({"ifindex": self.ifindex}, dump=True)[0]
@@ -440,6 +459,14 @@ class NicEnv:
         defer(_release, rx, pins)
         return rx
 
+    def bind_rx(self, fd: int, queues, page_size=None) -> "Binding":
+        """netdev bind-rx of dma-buf `fd` to zc0's RX `queues` (devmem TCP), on a netlink
+        socket of its own: the binding lives as long as that socket, closed after the test
+        (or by .close()). Its .err/.extack say how the request went, .id is the dmabuf id."""
+        binding = Binding(self.nl, self.ifindex, fd, queues, page_size)
+        defer(binding.close)
+        return binding
+
     def xdp_prog(self, frags=True) -> int:
         """`return XDP_PASS` loaded with bpf(); its fd, closed after the test."""
         fd = xdp_pass_prog(frags)
@@ -482,3 +509,25 @@ class Rx:
             self.ring.close()
             self.ring = None
         self.args.close()
+
+
+class Binding:
+    """A devmem RX binding (netdev bind-rx) held by its own netlink socket; the kernel
+    unbinds when that socket closes. A refused request closes it at once."""
+
+    def __init__(self, nl, ifidx, fd, queues, page_size=None):
+        self.sock = nl.socket("netdev")
+        req = {"ifindex": ifidx, "fd": fd, "queues": [{"type": "rx", "id": q} for q in queues]}
+        if page_size is not None:
+            req["rx-page-size"] = page_size
+        self.err, self.extack, self.id = 0, {}, None
+        try:
+            self.id = self.sock.bind_rx(req)["id"]
+        except nl.NlError as e:
+            self.err, self.extack = e.error, dict(e.nl_msg.extack or {})
+            self.close()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

@@ -19,12 +19,18 @@ class Ynl:
         from net.ynl.pyynl.lib import Netlink, NlError, YnlFamily
 
         specs = os.path.join(root, "Documentation/netlink/specs")
+        self.specs, self.family_cls = specs, YnlFamily
         self.NlError = NlError
         self.create = [Netlink.NLM_F_CREATE, Netlink.NLM_F_EXCL]  # RTM_NEWLINK's flags
         # schema="": no jsonschema validation (slow, and not in the image)
         self.netdev = YnlFamily(f"{specs}/netdev.yaml", schema="")
         self.ethtool = YnlFamily(f"{specs}/ethtool.yaml", schema="")
         self.rtnl = YnlFamily(f"{specs}/rt-link.yaml", schema="")
+
+    def socket(self, family: str):
+        """A netlink socket of its own for `family` (e.g. "netdev"): state the kernel ties
+        to the socket (a devmem binding) lives until its close()."""
+        return self.family_cls(f"{self.specs}/{family}.yaml", schema="")
 
     def outcome(self, fn, *args, **kwargs):
         """(errno, the extack message) of one request; 0 and a message is a warning on

@@ -1,6 +1,7 @@
 """A dma-buf for a zcrx area (IORING_ZCRX_AREA_DMABUF): udmabuf over a sealed memfd,
 the memfd mapped so the CPU reads what the NIC wrote."""
 
+import ctypes
 import fcntl
 import os
 import struct
@@ -32,6 +33,12 @@ class Udmabuf:
         except BaseException:
             self.close()
             raise
+
+    def read(self, offset: int, size: int) -> bytes:
+        """`size` bytes at `offset` of the dma-buf, through the memfd's mapping."""
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ValueError(f"[{offset}, {offset + size}) is outside the {self.size}-byte dma-buf")
+        return ctypes.string_at(self.addr + offset, size)
 
     def close(self):
         if self.addr:

@@ -1,5 +1,7 @@
 """Reading liburing's test/zcrx.c and the image's liburing version (host/kernels/liburing.py)."""
 
+import io
+import tarfile
 from types import SimpleNamespace
 
 import pytest
@@ -47,3 +49,32 @@ def test_image_version_of_installed_liburing_dev(tmp_path):
     status.write_text("Package: liburing2\nStatus: install ok installed\nVersion: 2.15-1\n")
     with pytest.raises(LabError, match="no liburing-dev"):
         liburing.image_version(SimpleNamespace(root=tmp_path / "rootfs"))
+
+
+def _tarball(*members: tuple[str, str, str]) -> tarfile.TarFile:
+    """An in-memory tarball of (name, type, content or link target) members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, kind, text in members:
+            info = tarfile.TarInfo(name)
+            if kind == "link":
+                info.type, info.linkname = tarfile.SYMTYPE, text
+                tar.addfile(info)
+            else:
+                info.size = len(text)
+                tar.addfile(info, io.BytesIO(text.encode()))
+    buf.seek(0)
+    return tarfile.open(fileobj=buf)
+
+
+@pytest.mark.parametrize("python_filter", [True, False], ids=["data_filter", "python_3.11.2"])
+def test_source_tarball_unpacked_and_escapes_refused(tmp_path, monkeypatch, python_filter):
+    """What Debian 12's Python 3.11.2 (no extraction filters) gets must match the "data" filter:
+    the tree unpacked, a link out of it refused."""
+    if not python_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    with _tarball(("src/a.c", "file", "int a;"), ("src/b.c", "link", "a.c")) as tar:
+        liburing._extract_data(tar, tmp_path / "ok")
+    assert (tmp_path / "ok/src/b.c").read_text() == "int a;"
+    with _tarball(("src/x", "link", "../../etc/passwd")) as tar, pytest.raises((LabError, tarfile.TarError)):
+        liburing._extract_data(tar, tmp_path / "bad")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from host.cache import cache_root, input_key
+from host.cache import cache_root, input_key, locked
 from host.errors import LabError, first_error
 from host.guestimage.apt import PrivateApt, host_mirror
 
@@ -115,7 +115,10 @@ def guest_image(offline_ok: bool = True) -> GuestImage:
     """The cached image for today's inputs, built if missing."""
     apt = PrivateApt(cache_root() / "apt", host_mirror(), [SUITE, BACKPORTS])
     try:
-        apt.update()
+        # parallel workers share the private lists: one updates at a time (apt's own
+        # lock would fail the others, as if the archive were unreachable)
+        with locked(cache_root() / "apt" / "update.lock"):
+            apt.update()
     except LabError:
         # No archive: any image built before is better than no run at all.
         cached = sorted(images_dir().glob("*/image.json"), key=os.path.getmtime)

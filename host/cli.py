@@ -14,7 +14,7 @@ from host.setup import REPO
 
 
 def cmd_setup(_args) -> int:
-    img = image.guest_image()
+    img = image.guest_image(max_age=0)
     print(f"zcrx-lab: ready: guest image {img.root.parent.name}, default kernel {img.kernel_version}")
     return 0
 

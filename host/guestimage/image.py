@@ -54,6 +54,8 @@ KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
 # cannot set hds-thresh.
 SID_PACKAGES = ["liburing-dev", "liburing2", "ethtool"]
 BUILDER_VERSION = 4
+# How long what the archive offers is taken as known (`python3 -m host setup` asks anyway).
+ARCHIVE_CHECK_SECONDS = 3600
 # build_in_image's namespaces: root in a user namespace may mount an overlay and chroot;
 # mounting /proc takes a PID namespace of its own.
 BUILD_NAMESPACES = [
@@ -111,14 +113,20 @@ def images_dir() -> Path:
     return path
 
 
-def guest_image(offline_ok: bool = True) -> GuestImage:
-    """The cached image for today's inputs, built if missing."""
+def guest_image(offline_ok: bool = True, max_age: float = ARCHIVE_CHECK_SECONDS) -> GuestImage:
+    """The cached image for today's inputs, built if missing. The archive is asked what
+    it offers (the kernel version is an input) unless it was asked less than MAX_AGE
+    seconds ago: every pytest worker and every `host boot` calls this, and an apt update
+    costs more CPU than the guest's boot beyond the kernel's."""
     apt = PrivateApt(cache_root() / "apt", host_mirror(), [SUITE, BACKPORTS])
+    asked = cache_root() / "apt" / "updated"
     try:
         # parallel workers share the private lists: one updates at a time (apt's own
         # lock would fail the others, as if the archive were unreachable)
         with locked(cache_root() / "apt" / "update.lock"):
-            apt.update()
+            if not asked.exists() or time.time() - asked.stat().st_mtime >= max_age:
+                apt.update()
+                asked.touch()
     except LabError:
         # No archive: any image built before is better than no run at all.
         cached = sorted(images_dir().glob("*/image.json"), key=os.path.getmtime)

@@ -61,6 +61,7 @@ class TestLink:
         if not shutil.which("unshare") or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise LabError("the test NIC needs unshare (util-linux) and a usable /dev/net/tun")
         self.queues = queues
+        self.tap_fds: list[int] = []
         self.offer_dir: str | None = None
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server = subprocess.Popen(

@@ -124,7 +124,7 @@ def test_fragmented_buffers_zero_copy(nic, frags):
     fbnic): frames land at non-zero offsets of shared niovs, so CQEs point inside buffers
     and one niov carries several user references; the flow still arrives whole, zero
     copy, and every buffer goes back (the area is unpinned once the ring closes)."""
-    nic.queue_mode("frags_per_buffer", frags)
+    nic.mode(f"frags{frags}")
     pins = pinned_pages()
     port = port_for(frags)
     lst = listener("ipv4", port)

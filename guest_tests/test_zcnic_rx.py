@@ -389,7 +389,7 @@ def test_header_page_pool_zero_copy(nic):
     go to pages of a second, readable page pool on the bound queue, and the skb is built
     around them. page-pool-get lists both pools on the queue's NAPI, only one of them
     io_uring's; the flow arrives whole, zero copy; both pools are gone after the close."""
-    nic.queue_mode("header_pool", 1)
+    nic.mode("header_pool")
     pins0 = pinned_pages()
     port, lst, peer = tcp_flow("ipv4", 2 * MiB)
     nic.ntuple("ipv4", port, action=1)

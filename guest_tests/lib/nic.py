@@ -378,11 +378,9 @@ class NicEnv:
         _write(f"{DEBUGFS}/{name}", str(value))
         return self._undo(_write, f"{DEBUGFS}/{name}", "0")
 
-    def queue_mode(self, knob: str, value: int):
-        """A zcnic mode (frags_per_buffer: fbnic-like fragmented buffers; header_pool:
-        bnxt-like header pages), used by every queue memory allocated from now on (a
-        binding's restart, -G). Undone after the test, every queue rebuilt in the default
-        mode."""
+    def _set_knob(self, knob: str, value: int):
+        """One of zcnic's mode knobs (debugfs), used by every queue memory allocated from
+        now on; undone after the test, every queue rebuilt in the default mode."""
         self.require_knobs()
         _write(f"{DEBUGFS}/{knob}", str(value))
         self._undo(self._default_mode, knob)
@@ -401,7 +399,7 @@ class NicEnv:
         test. In header_pool mode, page-pool-get must then list two pools on each queue's
         NAPI (the knob took effect)."""
         for knob, value in MODES[name].items():
-            self.queue_mode(knob, value)
+            self._set_knob(knob, value)
         if MODES[name]:
             self._rebuild_queues()
         if name == "header_pool":

@@ -15,7 +15,6 @@ on the guest's clock.
 """
 
 import argparse
-import gzip
 import os
 import resource
 import statistics
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 from host.kernels.kernel import provision
-from host.vm.initramfs import _cpio_entry, find_busybox
+from host.vm.initramfs import archive, find_busybox
 from host.vm.qemu import VM
 from qemu.machine import MachineSpec
 
@@ -39,18 +38,9 @@ BARE_INIT = (
 
 def bare_initramfs(directory: Path) -> Path:
     """An initramfs whose init powers the machine off: the kernel's boot and nothing else."""
-    files = [
-        ("bin", b"", 0o040755),
-        ("dev", b"", 0o040755),
-        ("proc", b"", 0o040755),
-        ("init", BARE_INIT, 0o100755),
-        ("bin/busybox", find_busybox().read_bytes(), 0o100755),
-    ]
-    blob = b"".join(_cpio_entry(name, data, mode, ino) for ino, (name, data, mode) in enumerate(files, 1))
-    blob += _cpio_entry("dev/console", b"", 0o020600, len(files) + 1, rdev=(5, 1))
-    blob += _cpio_entry("TRAILER!!!", b"", 0, 0)
+    files = {"init": (BARE_INIT, 0o100755), "bin/busybox": (find_busybox().read_bytes(), 0o100755)}
     path = directory / "bare.cpio.gz"
-    path.write_bytes(gzip.compress(blob, compresslevel=1))
+    path.write_bytes(archive(("bin", "dev", "proc"), files))
     return path
 
 

@@ -104,9 +104,19 @@ def initramfs(kernel: Kernel) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
+    blob = archive(("bin", "modules", "dev", "proc", "sys"), files)
+    # a name of its own: parallel workers may write the same archive at once
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(blob)
+    tmp.rename(out)
+    return out
+
+
+def archive(directories, files: dict[str, tuple[bytes, int]]) -> bytes:
+    """A gzipped newc cpio: DIRECTORIES, /dev/console and FILES (name -> (data, mode))."""
     blob = b""
     ino = 1
-    for directory in ("bin", "modules", "dev", "proc", "sys"):
+    for directory in directories:
         blob += _cpio_entry(directory, b"", 0o040755, ino)
         ino += 1
     # The kernel opens /dev/console for init before anything is mounted.
@@ -116,8 +126,4 @@ def initramfs(kernel: Kernel) -> Path:
         blob += _cpio_entry(name, data, mode, ino)
         ino += 1
     blob += _cpio_entry("TRAILER!!!", b"", 0, 0)
-    # a name of its own: parallel workers may write the same archive at once
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(gzip.compress(blob, compresslevel=1))
-    tmp.rename(out)
-    return out
+    return gzip.compress(blob, compresslevel=1)

@@ -78,3 +78,10 @@ def test_tree_uapi_headers_shared_read_only():
     assert "local,id=uapi,path=/b/usr/include,security_model=none,readonly=on" in arg_after(cmd, "-fsdev")
     assert "virtio-9p-pci,fsdev=uapi,mount_tag=uapi" in arg_after(cmd, "-device")
     assert not any("uapi" in a for a in X86_64().command(spec()))
+
+
+def test_pc_machine_skips_acpi_interrupt_links():
+    tcg = X86_64().command(spec(accel="tcg"))
+    kvm = X86_64().command(spec(accel="kvm"))
+    assert arg_after(tcg, "-machine") == ["pc"] and "acpi=noirq" in arg_after(tcg, "-append")[0].split()
+    assert arg_after(kvm, "-machine") == ["q35"] and "acpi=noirq" not in arg_after(kvm, "-append")[0]

@@ -33,7 +33,7 @@ MARKERS = {
     "liburing": "liburing's own zcrx test (test/zcrx.c of the guest image's liburing)",
     "traffic": "real TCP from the host (scapy) over the multi-queue NIC",
     "teardown": "process crash / teardown behaviour",
-    "faults": "zcnic fault injection",
+    "faults": "fault injection: zcnic's knobs, and the kernel's (fail-nth) on a debug kernel",
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
     "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",

@@ -1,0 +1,222 @@
+"""The kernel's own fault injection across zcrx's setup: every allocation on the path of
+IORING_REGISTER_ZCRX_IFQ (the ifq, the area's import: page array, pins, sg table, DMA
+mapping or dma-buf attachment; the refill ring; on a real queue the netdev's queue
+restart with its new page pools and zcnic's queue memory) and of ZCRX_REG_IMPORT fails
+in turn, once per syscall (guest_tests/lib/failnth.py). Each failure must come back as
+ENOMEM, or as success where the kernel has a fallback (kvmalloc to vmalloc), and leave
+nothing behind once the ring is closed: no page pinned (FOLL_PIN), none charged to the
+process (VmPin), no queue bound, no io_uring page pool. Then the same setup works with
+nothing failing. Needs a kernel with CONFIG_FAULT_INJECTION, CONFIG_FAILSLAB and
+CONFIG_FAIL_PAGE_ALLOC (--kernel=debug). Runs in the guest (guest_tests/agent.py).
+"""
+
+import errno
+import os
+
+import pytest
+
+from guest_tests.lib import failnth
+from guest_tests.lib.defer import defer
+from guest_tests.lib.flow import zc_transfer
+from guest_tests.zcrx import PAGE_SIZE, Mem, Ring, ZcrxArgs
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.dmabuf import Udmabuf
+from guest_tests.zcrx.util import pinned_pages, pinned_vm_kb, wait_pins
+
+pytestmark = [pytest.mark.faults, pytest.mark.in_guest]
+
+# more fault points than any setup here passes (a few dozen): reaching it means the
+# loop never found the end of the path
+MAX_POINTS = 400
+AREA = 64 * PAGE_SIZE
+
+
+def injector() -> failnth.FailNth:
+    reason = failnth.missing()
+    if reason:
+        pytest.skip(reason)
+    return failnth.FailNth()
+
+
+def every_failure(inject, setup, check):
+    """For nth = 1, 2, ...: SETUP() gives (call, undo); call() runs with its nth fault
+    point failing, undo() closes everything; CHECK() then names what was left behind,
+    or "". Stops after the first nth the call no longer reaches: {nth: errno (0: it
+    succeeded)} and {nth: what CHECK found}."""
+    outcomes, leftovers = {}, {}
+    for nth in range(1, MAX_POINTS + 1):
+        call, undo = setup()
+        try:
+            out, fired = inject.call(nth, call)
+        finally:
+            undo()
+        left = check()
+        if not fired:  # the call got through: its setup, closed, leaves nothing either
+            if left:
+                leftovers["none failing"] = left
+            return outcomes, leftovers
+        outcomes[nth] = out.errno if isinstance(out, OSError) else 0
+        if left:
+            leftovers[nth] = left
+    pytest.fail(f"the setup still reached fault point {MAX_POINTS}: the loop found no end")
+
+
+def assert_failed_cleanly(outcomes, leftovers, enomem=True):
+    """ENOMEM: the path has allocations whose failure must reach the caller (others,
+    like kmemleak's own metadata, fall back and succeed)."""
+    names = {nth: errno.errorcode.get(err, err) for nth, err in outcomes.items()}
+    assert names, "no fault point reached: fail-nth injected nothing"
+    if enomem:
+        assert errno.ENOMEM in outcomes.values(), f"no failure came back as ENOMEM: {names}"
+    odd = {nth: name for nth, name in names.items() if name not in (0, "ENOMEM")}
+    assert not odd, f"allocation failures that came back as another errno: {odd} (all: {names})"
+    assert not leftovers, f"left behind after a failed allocation: {leftovers}"
+    off = failnth.checkers_off()
+    assert not off, f"the injected failures switched off the kernel's checker: {off}"
+
+
+def pins_check(pins, pinned_vm):
+    def check():
+        left = []
+        got = wait_pins(pins)[0]
+        if got != pins:
+            left.append(f"{got - pins} pages still pinned")
+        if pinned_vm_kb() != pinned_vm:
+            left.append(f"VmPin {pinned_vm_kb()} kB, {pinned_vm} kB before")
+        return ", ".join(left)
+
+    return check
+
+
+def registration(ring_flags=U.ZCRX_RING_FLAGS, **kw):
+    """(call, undo) of one IORING_REGISTER_ZCRX_IFQ on a fresh ring."""
+    ring = Ring(8, flags=ring_flags)
+    args = ZcrxArgs(rq_entries=64, **kw)
+
+    def undo():
+        ring.close()
+        args.close()
+
+    return (lambda: ring.register(U.IORING_REGISTER_ZCRX_IFQ, args.reg)), undo
+
+
+@pytest.mark.nodev
+@pytest.mark.parametrize("region", ["user", "kernel"])
+def test_nodev_register_fails_cleanly_at_every_allocation(nodev, region):
+    """ZCRX_REG_NODEV with a 64-page user area and the refill ring in user memory or a
+    kernel region; then it registers and takes 256 KiB of loopback TCP intact."""
+    inject = injector()
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
+    outcomes, leftovers = every_failure(
+        inject, lambda: registration(area_len=AREA, region=region), pins_check(pins, pinned_vm)
+    )
+    assert_failed_cleanly(outcomes, leftovers)
+    ring = nodev.ring(8, cq_entries=512)
+    zcrx = ring.register_zcrx(rq_entries=64, area_len=AREA, region=region)
+    res, intact = nodev.receive(ring, zcrx, 256 << 10)
+    assert intact and len(res.data) == 256 << 10, f"{len(res.data)} bytes, intact: {intact}"
+    assert res.final.res == 0, res.final
+    assert zcrx.stats()["copy_bytes"] == 256 << 10, zcrx.stats()
+
+
+@pytest.mark.nodev
+def test_nodev_import_fails_cleanly_at_every_allocation(nodev):
+    """ZCRX_REG_IMPORT of an exported ifq into a fresh ring, each allocation failing in
+    turn: ENOMEM or success (the import itself may allocate nothing that can fail: an
+    xarray slot that is there already), and the exporter's area stays pinned exactly
+    once (the importer's ring, closed, takes nothing with it and leaves nothing). Then
+    an import succeeds."""
+    inject = injector()
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
+    exporter = nodev.ring(8)
+    zcrx = exporter.register_zcrx(rq_entries=64, region="kernel", area_len=AREA)
+    fd = zcrx.export()
+    close_fd = defer(os.close, fd)
+    held = nodev.pins()
+    assert held - pins == AREA // PAGE_SIZE, f"the exporter pins {held - pins} pages"
+
+    def setup():
+        ring = Ring(8)
+        return (lambda: ring.import_zcrx(fd)), ring.close
+
+    outcomes, leftovers = every_failure(inject, setup, pins_check(held, nodev.pinned_vm()))
+    assert_failed_cleanly(outcomes, leftovers, enomem=False)
+    importer = nodev.ring(8)
+    importer.import_zcrx(fd)
+    close_fd.exec()
+    nodev.close(exporter)
+    nodev.close(importer)
+    assert wait_pins(pins)[0] == pins, "pages still pinned after both rings closed"
+    assert nodev.pinned_vm() == pinned_vm, "VmPin still charged after both rings closed"
+
+
+@pytest.mark.nodev
+@pytest.mark.parametrize("op", ["export", "add_area"])
+def test_nodev_ctrl_fails_cleanly_at_every_allocation(nodev, op):
+    """IORING_REGISTER_ZCRX_CTRL on a registered ifq, each allocation failing in turn:
+    ZCRX_CTRL_EXPORT (the ifq's file) or ZCRX_CTRL_ADD_AREA (a second 64-page area:
+    its import, pins and accounting). With the ring closed nothing stays pinned or
+    charged."""
+    inject = injector()
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
+
+    def setup():
+        ring = Ring(8)
+        args = ZcrxArgs(rq_entries=64, area_len=AREA)
+        zcrx = ring.register_zcrx(args)
+        mem, made = Mem(AREA), []
+
+        def call():
+            if op == "export":
+                made.append(zcrx.export())
+            else:
+                zcrx.add_area(mem=mem)
+
+        def undo():
+            for fd in made:
+                os.close(fd)
+            ring.close()
+            args.close()
+            mem.close()
+
+        return call, undo
+
+    outcomes, leftovers = every_failure(inject, setup, pins_check(pins, pinned_vm))
+    assert_failed_cleanly(outcomes, leftovers)
+
+
+@pytest.mark.zcnic
+@pytest.mark.parametrize("area,mode", [("user", "whole"), ("user", "header_pool"), ("dmabuf", "whole")])
+def test_zcnic_register_fails_cleanly_at_every_allocation(nic, area, mode):
+    """zc0's queue 1 in zcnic's buffer mode `mode`, with a 64-page user area or a
+    udmabuf: after each failure (or success), once the ring is closed no queue is bound,
+    no io_uring page pool is left, nothing pinned or charged; then a flow on queue 1
+    arrives intact and zero copy."""
+    inject = injector()
+    if area == "dmabuf" and not os.path.exists("/dev/udmabuf"):
+        pytest.skip(f"kernel {os.uname().release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+    nic.mode(mode)
+    dmabuf = None
+    if area == "dmabuf":
+        dmabuf = Udmabuf(AREA)
+        defer(dmabuf.close)
+    pins, pinned_vm = pinned_pages(), pinned_vm_kb()
+    pins_left = pins_check(pins, pinned_vm)
+
+    def check():
+        left = [pins_left()]
+        if nic.wait_unbound():
+            left.append(f"queues {nic.bound_queues()} still bound")
+        if nic.wait_no_pools():
+            left.append(f"{len(nic.io_uring_pools())} io_uring page pools left")
+        return ", ".join(s for s in left if s)
+
+    kw = {"dmabuf": dmabuf} if dmabuf else {"area_len": AREA}
+    outcomes, leftovers = every_failure(
+        inject, lambda: registration(nodev=False, if_idx=nic.ifindex, if_rxq=1, **kw), check
+    )
+    assert_failed_cleanly(outcomes, leftovers)
+    again = zc_transfer(nic, bind=1, steer=1)
+    assert again["final"] == 0 and again["bytes"] == again["sent"] and again["match"], again
+    assert again["stats"]["copy_count"] == 0, again["stats"]
+    assert again["bound_after"] == [] and again["pins_after"] == 0, again

@@ -10,7 +10,9 @@ io_uring/register.c of Linux 7.3.
 import ctypes
 import os
 import platform
-from errno import EFAULT, EINVAL, ENODEV, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, ERANGE
+import resource
+import time
+from errno import EFAULT, EINVAL, ENODEV, ENOMEM, ENXIO, EOPNOTSUPP, EOVERFLOW, EPERM, ERANGE
 
 import pytest
 
@@ -249,6 +251,41 @@ def test_register_needs_cap_net_admin(nodev, method):
     assert errno_of(nodev.ring(8).register_zcrx) == 0  # the same registration with the capability
     err = in_child(child)
     assert err == EPERM, errname(err)
+
+
+CAP_IPC_LOCK = 14
+
+
+def test_register_without_cap_ipc_lock_charged_to_rlimit_memlock(nodev):
+    """A ring made without CAP_IPC_LOCK charges what it pins to its user (ctx->user,
+    io_account_mem against RLIMIT_MEMLOCK). Limit 32 pages: a 64-page area is refused
+    with ENOMEM and nothing stays pinned. Limit 100 pages: one 64-page area registers,
+    a second one on another ring is refused while the first is held, and registers once
+    the first ring is closed and its ifq freed (the charge goes back)."""
+    base = nodev.pins()
+
+    def child(limit_pages):  # forked: the capability and the limit die with it
+        drop_cap(CAP_IPC_LOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (limit_pages * PAGE, limit_pages * PAGE))
+        area = dict(rq_entries=64, area_len=64 * PAGE)
+        if limit_pages < 64:
+            with Ring(8) as ring:
+                return [errno_of(ring.register_zcrx, **area)]
+        first, second = Ring(8), Ring(8)
+        got = [errno_of(first.register_zcrx, **area), errno_of(second.register_zcrx, **area)]
+        first.close()
+        deadline = time.monotonic() + 15  # the ifq is freed by the ring's exit work
+        while (err := errno_of(second.register_zcrx, **area)) == ENOMEM and time.monotonic() < deadline:
+            time.sleep(0.1)
+        second.close()
+        return got + [err]
+
+    low = in_child(child, 32)
+    assert low == [ENOMEM], f"limit 32 pages: {list(map(errname, low))}"
+    assert wait_pins(base)[0] == base, "the refused area stayed pinned"
+    high = in_child(child, 100)
+    assert high == [0, ENOMEM, 0], f"limit 100 pages (first, second, again): {list(map(errname, high))}"
+    assert wait_pins(base)[0] == base, "pages still pinned after the child exited"
 
 
 def zcrx_region_offset(zcrx_id):

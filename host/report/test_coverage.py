@@ -56,3 +56,59 @@ def test_each_gcda_gets_its_notes_from_the_build_dir(tmp_path):
     assert coverage.link_notes(tmp_path / "boot1") == 1
     assert (copied / "zcrx.gcno").read_bytes() == b"notes"
     assert not (copied / "orphan.gcno").exists()
+
+
+SOURCE = """\
+static int area_import(struct area *a,
+\t\t       int len)
+{
+\tint ret;
+
+\tret = pin(a);
+\tif (ret)
+\t\treturn ret;   /* 8 */
+\tif (len > MAX) {
+\t\tunpin(a);
+\t\treturn -ERANGE;
+\t}
+\treturn 0;
+}
+
+static void area_free(struct area *a)
+{
+\tkfree(a);
+}
+""".splitlines()
+
+
+def test_unreached_lines_grouped_by_function_and_reached_lines():
+    counts = {1: 5, 6: 5, 7: 5, 8: 0, 9: 5, 10: 0, 11: 0, 13: 5, 16: 0, 18: 0}
+    assert coverage.unreached_blocks(counts, SOURCE) == [
+        coverage.Block("area_import", 8, 8, "return ret; /* 8 */"),
+        coverage.Block("area_import", 10, 11, "unpin(a);"),
+        coverage.Block("area_free", 16, 18, "static void area_free(struct area *a)"),
+    ]
+
+
+def test_reasons_file_names_blocks_by_function_and_code(tmp_path):
+    reasons = tmp_path / "reasons.txt"
+    reasons.write_text("# comment\n\narea_free | static void area_free(struct area *a) | nothing frees areas yet\n")
+    blocks = coverage.unreached_blocks({10: 0, 16: 0}, SOURCE)
+    explained = coverage.explain(blocks, coverage.read_reasons(reasons))
+    assert [why for _, why in explained] == [None, "nothing frees areas yet"]
+
+
+def test_malformed_reason_is_named(tmp_path):
+    reasons = tmp_path / "reasons.txt"
+    reasons.write_text("area_free | no reason given\n")
+    try:
+        coverage.read_reasons(reasons)
+    except coverage.LabError as exc:
+        assert "area_free | no reason given" in str(exc)
+    else:
+        raise AssertionError("a line without three fields was accepted")
+
+
+def test_the_repository_reasons_file_parses():
+    reasons = coverage.read_reasons()
+    assert all(function and code and why for (function, code), why in reasons.items())

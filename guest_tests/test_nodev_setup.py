@@ -288,6 +288,33 @@ def test_register_without_cap_ipc_lock_charged_to_rlimit_memlock(nodev):
     assert wait_pins(base)[0] == base, "pages still pinned after the child exited"
 
 
+@pytest.mark.parametrize("struct", ["ifq_reg", "region_desc", "area_reg"])
+def test_results_unwritable_unwinds_published_ifq(nodev, struct):
+    """The registration writes its results back last (io_uring_zcrx_ifq_reg, then the
+    region_desc, then the area_reg), after the ifq is set up and published in the
+    ring's table. One of them in a read-only page: EFAULT, and everything is undone:
+    the area unpinned, VmPin back, the table slot free (the next ifq on the ring gets
+    id 0)."""
+    ring = nodev.ring(8)
+    args = ZcrxArgs(rq_entries=64, area_len=64 * PAGE)
+    defer(args.close)
+    page = nodev.mem(PAGE)
+    obj = {"ifq_reg": args.reg, "region_desc": args.rd, "area_reg": args.area}[struct]
+    ctypes.memmove(page.addr, ctypes.addressof(obj), ctypes.sizeof(obj))
+    if struct == "region_desc":
+        args.reg.region_ptr = page.addr
+    elif struct == "area_reg":
+        args.reg.area_ptr = page.addr
+    page.protect(PROT_READ)
+    arg = page.addr if struct == "ifq_reg" else args.reg
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
+    err = errno_of(ring.register, U.IORING_REGISTER_ZCRX_IFQ, arg)
+    assert err == EFAULT, errname(err)
+    assert wait_pins(pins)[0] == pins, "the area stayed pinned"
+    assert nodev.pinned_vm() == pinned_vm, "VmPin still charged"
+    assert ring.register_zcrx(rq_entries=64, area_len=64 * PAGE).id == 0, "the ifq's table slot stayed taken"
+
+
 def zcrx_region_offset(zcrx_id):
     """The mmap offset of ifq zcrx_id's kernel-allocated refill region."""
     return U.IORING_MAP_OFF_ZCRX_REGION + (zcrx_id << U.IORING_OFF_ZCRX_SHIFT)

@@ -7,11 +7,12 @@ The test and the Python libraries it imports come from the kernel under test:
   cache_root()/selftests/<version>/tree.
 - a kernel tree (`kernel.tree`): the tree itself.
 
-The C helper (iou-zcrx.c) is built the way upstream's Makefile builds it
-(`$(CC) -D_GNU_SOURCE= -I<selftests> iou-zcrx.c -luring`: lib.mk's CFLAGS, no
-kernel headers), inside the guest image (its gcc-14, glibc and liburing: the
-binary runs there), in a private mount namespace with a throwaway overlay over
-the read-only image, and cached by its source and the image.
+The C helpers (HELPERS: iou-zcrx.c, napi_id_helper.c) are built the way
+upstream's Makefiles build them (`$(CC) -D_GNU_SOURCE= -I<selftests> X.c
+LDLIBS`: lib.mk's CFLAGS, no kernel headers), inside the guest image (its
+gcc-14, glibc and liburing: the binaries run there), in a private mount
+namespace with a throwaway overlay over the read-only image, each cached by its
+sources and the image.
 
 `stage()` lays the result out in a directory the guest sees (the results
 directory), keeping the kernel tree's layout, which the test's libraries rely
@@ -19,6 +20,7 @@ on (in-tree mode: KSRC/tools/net/ynl, KSRC/Documentation/netlink/specs).
 """
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -30,14 +32,21 @@ from host.errors import LabError
 from host.guestimage.apt import PrivateApt, host_mirror
 from host.guestimage.image import build_in_image
 
-HW = "tools/testing/selftests/drivers/net/hw"
+SELFTESTS = "tools/testing/selftests"
+DRV = f"{SELFTESTS}/drivers/net"
+HW = f"{DRV}/hw"
 TEST = f"{HW}/iou-zcrx.py"
-HELPER = f"{HW}/iou-zcrx.c"
+# C helper -> (what it includes besides libc, relative to its directory; LDLIBS)
+HELPERS = {
+    f"{HW}/iou-zcrx.c": ((), "-luring"),
+    f"{DRV}/napi_id_helper.c": (("../../net/lib/ksft.h",), ""),
+}
 # The driver selftests (drivers/net/*.py, hw/*.py with iou-zcrx.py, their lib/py
 # shims) and what they import: the net selftest library, YNL and its specs.
 SUBTREES = [
     "tools/testing/selftests/drivers/net",
     "tools/testing/selftests/net/lib/py",
+    "tools/testing/selftests/net/lib/ksft.h",
     "tools/net/ynl/pyynl",
     "Documentation/netlink/specs",
 ]
@@ -141,8 +150,10 @@ def _download(apt: PrivateApt, package: str, version: str, where: Path) -> Path:
     raise LabError(f"cannot download {package}={version} from {apt.mirror}: {detail}")
 
 
-def _helper_key(source: bytes, image) -> str:
-    digest = hashlib.sha256(source)
+def _helper_key(sources: dict[str, bytes], image) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(sources):
+        digest.update(name.encode() + hashlib.sha256(sources[name]).digest())
     digest.update(str(image.root.parent).encode())
     meta = image.root.parent / "image.json"
     if meta.exists():
@@ -150,36 +161,46 @@ def _helper_key(source: bytes, image) -> str:
     return digest.hexdigest()[:16]
 
 
-def helper(kernel, image) -> Path:
-    """iou-zcrx built from KERNEL's source inside IMAGE (cached)."""
+def helpers(kernel, image) -> dict[str, Path]:
+    """Each of HELPERS built from KERNEL's source inside IMAGE (cached): tree path of
+    the binary -> the cached binary."""
     tree = source_tree(kernel, image)
-    source = (tree / HELPER).read_bytes()
-    out = cache_root() / "selftests" / "bin" / _helper_key(source, image) / "iou-zcrx"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    made_once(out.exists, out.parent / "lock", partial(_build_helper, image, source, out))
-    return out
+    built = {}
+    for source, (includes, libs) in HELPERS.items():
+        directory = Path(source).parent
+        sources = {source: (tree / source).read_bytes()}
+        for include in includes:
+            path = (directory / include).as_posix()
+            sources[path] = (tree / directory / include).read_bytes()
+        name = Path(source).stem
+        out = cache_root() / "selftests" / "bin" / _helper_key(sources, image) / name
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            build = partial(_build_helper, image, source, sources, libs, out)
+            made_once(out.exists, out.parent / "lock", build)
+        built[f"{directory}/{name}"] = out
+    return built
 
 
-def _build_helper(image, source: bytes, out: Path) -> None:
-    if not (image.root / "usr/include/liburing.h").exists():
+def _build_helper(image, source: str, sources: dict[str, bytes], libs: str, out: Path) -> None:
+    if "-luring" in libs and not (image.root / "usr/include/liburing.h").exists():
         raise LabError(
             f"guest image {image.root.parent.name} has no liburing-dev: "
             "rebuild it (host/guestimage/image.py SID_PACKAGES)"
         )
-    # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>), LDLIBS += -luring;
+    # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>) and the Makefile's LDLIBS;
     # the image has gcc-14 without the `gcc` alternative.
+    directory, name = Path(source).parent, Path(source).stem
+    files = {f"src/{path}": data for path, data in sources.items()}
     binary = build_in_image(
         image,
-        {f"src/{HELPER}": source},
-        f"cd /src/{HW} && gcc-14 -D_GNU_SOURCE= -I/src/tools/testing/selftests "
-        "iou-zcrx.c -o iou-zcrx -luring",
-        f"src/{HW}/iou-zcrx",
-        "upstream's iou-zcrx.c (in the guest image)",
+        {os.path.normpath(path): data for path, data in files.items()},
+        f"cd /src/{directory} && gcc-14 -D_GNU_SOURCE= -I/src/{SELFTESTS} {name}.c -o {name} {libs}",
+        f"src/{directory}/{name}",
+        f"upstream's {name}.c (in the guest image)",
         out.parent / "build.log",
     )
-    tmp_out = out.with_name("iou-zcrx.tmp")
+    tmp_out = out.with_name(f"{name}.tmp")
     tmp_out.write_bytes(binary)
     tmp_out.chmod(0o755)
     tmp_out.rename(out)
@@ -205,22 +226,26 @@ def stage(kernel, image, dest: Path) -> Path:
     """Copy the selftest subtrees and the built helper under DEST; return DEST.
 
     DEST mirrors the kernel tree: DEST/tools/testing/selftests/drivers/net/hw/
-    holds iou-zcrx.py and the iou-zcrx binary.
+    holds iou-zcrx.py and the iou-zcrx binary, each helper lies beside its source.
     """
     tree = source_tree(kernel, image)
-    binary = helper(kernel, image)
+    binaries = helpers(kernel, image)
     if dest.exists():
         shutil.rmtree(dest)
     for sub in SUBTREES:
-        if (tree / sub).exists():
+        if (tree / sub).is_file():
+            (dest / sub).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tree / sub, dest / sub)
+        elif (tree / sub).exists():
             shutil.copytree(
                 tree / sub,
                 dest / sub,
                 symlinks=True,
                 ignore=shutil.ignore_patterns("__pycache__", "*.o", "*.pyc"),
             )
-    shutil.copy(binary, dest / HW / "iou-zcrx")
-    (dest / HW / "iou-zcrx").chmod(0o755)
+    for path, binary in binaries.items():
+        shutil.copy(binary, dest / path)
+        (dest / path).chmod(0o755)
     version = tree / "VERSION"
     (dest / "VERSION").write_text(version.read_text() if version.exists() else f"tree {tree}\n")
     return dest

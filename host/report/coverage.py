@@ -178,12 +178,13 @@ def unreached_report(files: dict[str, dict[int, int]], out: Path) -> str:
     if path is None or not Path(path).exists():
         return "io_uring/zcrx.c: no source to list unreached lines against"
     blocks = explain(unreached_blocks(files[path], Path(path).read_text().splitlines()), read_reasons())
-    rows = [
-        f"{b.first}-{b.last} {b.function} | {b.code} | {why or 'NO REASON'}" for b, why in blocks
-    ]
+    rows = [f"{b.first}-{b.last} {b.function} | {b.code} | {why or 'NO REASON'}" for b, why in blocks]
     out.write_text("".join(r + "\n" for r in rows))
     missing = sum(1 for _, why in blocks if why is None)
-    return f"io_uring/zcrx.c: {len(blocks)} unreached blocks, {missing} without a reason in {UNREACHED_REASONS.name} ({out})"
+    return (
+        f"io_uring/zcrx.c: {len(blocks)} unreached blocks, "
+        f"{missing} without a reason in {UNREACHED_REASONS.name} ({out})"
+    )
 
 
 def report(coverage_dir: Path, boots: int) -> str:

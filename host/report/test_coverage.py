@@ -92,7 +92,9 @@ def test_unreached_lines_grouped_by_function_and_reached_lines():
 
 def test_reasons_file_names_blocks_by_function_and_code(tmp_path):
     reasons = tmp_path / "reasons.txt"
-    reasons.write_text("# comment\n\narea_free | static void area_free(struct area *a) | nothing frees areas yet\n")
+    reasons.write_text(
+        "# comment\n\narea_free | static void area_free(struct area *a) | nothing frees areas yet\n"
+    )
     blocks = coverage.unreached_blocks({10: 0, 16: 0}, SOURCE)
     explained = coverage.explain(blocks, coverage.read_reasons(reasons))
     assert [why for _, why in explained] == [None, "nothing frees areas yet"]

@@ -113,7 +113,6 @@ NOT_HERE = {
     ("ping.py", "test_xdp_generic_sb"): NO_BPF,
     ("ping.py", "test_xdp_generic_mb"): NO_BPF,
     ("ping.py", "test_xdp_native_sb"): NO_BPF,
-    ("queues.py", "check_xsk"): "needs net/lib/xdp_helper, a C helper this lab does not build yet",
 }
 
 NOT_RUN = {

@@ -7,7 +7,7 @@ The test and the Python libraries it imports come from the kernel under test:
   cache_root()/selftests/<version>/tree.
 - a kernel tree (`kernel.tree`): the tree itself.
 
-The C helpers (HELPERS: iou-zcrx.c, napi_id_helper.c) are built the way
+The C helpers (HELPERS: iou-zcrx.c, napi_id_helper.c, xdp_helper.c) are built the way
 upstream's Makefiles build them (`$(CC) -D_GNU_SOURCE= -I<selftests> X.c
 LDLIBS`: lib.mk's CFLAGS, no kernel headers), inside the guest image (its
 gcc-14, glibc and liburing: the binaries run there), in a private mount
@@ -40,6 +40,7 @@ TEST = f"{HW}/iou-zcrx.py"
 HELPERS = {
     f"{HW}/iou-zcrx.c": ((), "-luring"),
     f"{DRV}/napi_id_helper.c": (("../../net/lib/ksft.h",), ""),
+    f"{SELFTESTS}/net/lib/xdp_helper.c": (("ksft.h",), ""),
 }
 # The driver selftests (drivers/net/*.py, hw/*.py with iou-zcrx.py, their lib/py
 # shims) and what they import: the net selftest library, YNL and its specs.
@@ -47,6 +48,7 @@ SUBTREES = [
     "tools/testing/selftests/drivers/net",
     "tools/testing/selftests/net/lib/py",
     "tools/testing/selftests/net/lib/ksft.h",
+    "tools/testing/selftests/net/lib/xdp_helper.c",
     "tools/net/ynl/pyynl",
     "Documentation/netlink/specs",
 ]

@@ -7,13 +7,18 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 
 import errno
 import glob
+import os
 import socket
+import time
 
 import pytest
 
+from guest_tests.lib.defer import defer
 from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, sh
-from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
-from guest_tests.zcrx.util import pinned_pages, pinned_vm_kb, wait_pins
+from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
+from guest_tests.zcrx import uapi as U
+from guest_tests.zcrx.dmabuf import Udmabuf
+from guest_tests.zcrx.util import errno_of, pinned_pages, pinned_vm_kb, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
@@ -151,3 +156,64 @@ def test_rx_buf_len_not_advertised(nic):
     zcx0 = socket.if_nametoindex("zcx0")
     assert nic.register_errno(1, ifidx=zcx0, rx_buf_len=PAGE_SIZE) == errno.EOPNOTSUPP
     assert nic.register_errno(1, ifidx=zcx0) == 0
+
+
+def attachments(dmabuf) -> list:
+    """The devices attached to DMABUF, from the kernel's dma-buf debugfs table (its row
+    is the one with the buffer's inode)."""
+    ino = os.fstat(dmabuf.fd).st_ino
+    devices: dict[int, list] = {}
+    current = None
+    with open("/sys/kernel/debug/dma_buf/bufinfo") as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) == 7 and fields[5].isdigit():  # size flags mode count exp_name ino name
+                current = devices.setdefault(int(fields[5]), [])
+            elif current is not None and line.startswith("\t") and "Attached Devices" not in line:
+                current.append(line.strip())
+    if ino in devices:
+        return devices[ino]
+    raise AssertionError(f"dma-buf inode {ino} not in bufinfo")
+
+
+# dma-buf area fields changed from a valid one (a 64-page udmabuf) -> errno
+DMABUF_CASES = {
+    "ok": ({}, 0),
+    "offset_into_buffer": ({"addr": PAGE_SIZE}, errno.EINVAL),  # zcrx takes a dma-buf whole
+    "len_short": ({"len": 63 * PAGE_SIZE}, errno.EINVAL),  # mapped, then its length disagrees
+    "len_long": ({"len": 65 * PAGE_SIZE}, errno.EINVAL),
+    "fd_not_a_dmabuf": ({"dmabuf_fd": "memfd"}, errno.EINVAL),
+    "fd_closed": ({"dmabuf_fd": "closed"}, errno.EBADF),
+}
+
+
+@pytest.mark.parametrize("case", list(DMABUF_CASES))
+def test_dmabuf_area_errors(nic, case):
+    """IORING_ZCRX_AREA_DMABUF on zc0's queue 1 with one field of the area wrong: the
+    errno of io_import_dmabuf's check, and after it (or after the ring of the valid one
+    is closed) the dma-buf has no device attached any more (debugfs bufinfo), no queue
+    is bound and no io_uring page pool is left."""
+    if not os.path.exists("/dev/udmabuf"):
+        pytest.skip(f"kernel {os.uname().release} has no /dev/udmabuf (CONFIG_UDMABUF)")
+    if not os.path.exists("/sys/kernel/debug/dma_buf/bufinfo"):
+        pytest.skip("no /sys/kernel/debug/dma_buf/bufinfo (CONFIG_DEBUG_FS)")
+    fields, want = DMABUF_CASES[case]
+    area = Udmabuf(64 * PAGE_SIZE)
+    defer(area.close)
+    args = ZcrxArgs(rq_entries=64, nodev=False, if_idx=nic.ifindex, if_rxq=1, dmabuf=area)
+    defer(args.close)
+    late = {"memfd": area.memfd, "closed": 4095}
+    for name, value in fields.items():
+        setattr(args.area, name, late.get(value, value))
+    with Ring(8) as ring:
+        err = errno_of(ring.register, U.IORING_REGISTER_ZCRX_IFQ, args.reg)
+        attached = attachments(area)
+    assert err == want, f"{case}: errno {err} ({errno.errorcode.get(err)})"
+    if want == 0:
+        assert len(attached) == 1 and attached[0].startswith("zcnic-dma"), f"attached: {attached}"
+    assert nic.wait_unbound() == [], "a queue stayed bound"
+    assert nic.wait_no_pools() == 0, "an io_uring page pool outlived the ring"
+    deadline = time.monotonic() + 15  # the valid one is detached by the ring's exit work
+    while (left := attachments(area)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], f"the dma-buf is still attached to {left}"

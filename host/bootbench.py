@@ -26,6 +26,7 @@ from pathlib import Path
 from host.kernels.kernel import provision
 from host.vm.initramfs import archive, find_busybox
 from host.vm.qemu import VM
+from host.vm.vmlinux import boot_image
 from qemu.machine import MachineSpec
 
 # the guest's clock when init starts, on the console, then power off
@@ -64,7 +65,7 @@ def bare_boot(vm: VM, initrd: Path, console: Path) -> tuple[float, float, float]
     """(wall, CPU) seconds of the kernel booting to an init that powers off, and the
     guest's clock when that init started."""
     spec = MachineSpec(
-        kernel=vm.kernel.image,
+        kernel=boot_image(vm.kernel, vm.accel),
         initrd=initrd,
         rootfs=vm.image.root,
         console_log=console,

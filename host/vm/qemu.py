@@ -26,6 +26,7 @@ from host.vm.accel import pick_accel
 from host.vm.initramfs import initramfs
 from host.vm.ssh import GuestTimeout, Result, Ssh
 from host.vm.testlink import TestLink
+from host.vm.vmlinux import boot_image
 from qemu import vng
 from qemu.machine import ARCHES, MachineSpec
 
@@ -158,7 +159,8 @@ class VM:
             self.test_link, self.no_test_link = None, str(exc)
         modules = self.kernel.modules
         spec = MachineSpec(
-            kernel=self.kernel.image,
+            # vng boots what it is given its own way: the bzImage
+            kernel=boot_image(self.kernel, self.accel) if self.launcher == "qemu" else self.kernel.image,
             initrd=initramfs(self.kernel),
             rootfs=self.image.root,
             console_log=self.console_log,

@@ -7,16 +7,18 @@ the guest (guest_tests/agent.py).
 import ctypes
 import fcntl
 import os
-from errno import EBADF, EINVAL
+import resource
+from errno import EBADF, EFAULT, EINVAL, EMFILE
 
 import pytest
 
 from guest_tests.lib.defer import defer
 from guest_tests.lib.registration import EVENTS, MIXED, NO_DEFER, ZCRX, errname
 from guest_tests.lib.structs import Late, put
-from guest_tests.zcrx import PAGE_SIZE
+from guest_tests.zcrx import PAGE_SIZE, Ring
 from guest_tests.zcrx import uapi as U
-from guest_tests.zcrx.util import errno_of, wait_pins
+from guest_tests.zcrx.mem import PROT_READ
+from guest_tests.zcrx.util import errno_of, in_child, wait_pins
 
 pytestmark = [pytest.mark.nodev, pytest.mark.in_guest]
 
@@ -112,3 +114,52 @@ def test_import_pins_released(nodev):
     assert nodev.pins() - base == 64  # the 64-page area; the region is kernel memory
     nodev.close(ring)
     assert wait_pins(base)[0] - base == 0
+
+
+def test_import_result_unwritable_leaves_exporter_whole(nodev):
+    """ZCRX_REG_IMPORT writes the new id back to its io_uring_zcrx_ifq_reg: in a
+    read-only page that fails with EFAULT after the import took its references. They
+    must be dropped exactly once: the exporter's ifq still receives 300 000 bytes
+    intact, the area stays pinned once, and the importing ring's table is empty (its
+    next import gets id 0)."""
+    base = nodev.pins()
+    ring_a = nodev.ring(8, cq_entries=512)
+    zcrx = ring_a.register_zcrx(rq_entries=64, region="kernel", area_len=64 * PAGE)
+    fd = zcrx.export()
+    defer(os.close, fd)
+    page = nodev.mem(PAGE)
+    reg = U.io_uring_zcrx_ifq_reg(flags=U.ZCRX_REG_IMPORT, if_idx=fd)
+    ctypes.memmove(page.addr, ctypes.addressof(reg), ctypes.sizeof(reg))
+    page.protect(PROT_READ)
+    ring_b = nodev.ring(8, cq_entries=512)
+    err = errno_of(ring_b.register, U.IORING_REGISTER_ZCRX_IFQ, page.addr)
+    assert err == EFAULT, errname(err)
+    assert nodev.pins() - base == 64, f"{nodev.pins() - base} pages pinned, the area is 64"
+    res, intact = nodev.receive(ring_a, zcrx, 300_000, seed=9)
+    assert intact and len(res.data) == 300_000, f"{len(res.data)} bytes, intact: {intact}"
+    assert ring_b.import_zcrx(fd).id == 0, "the failed import kept its table slot"
+
+
+def test_export_without_a_free_fd(nodev):
+    """ZCRX_CTRL_EXPORT with every descriptor under RLIMIT_NOFILE taken: EMFILE, the
+    ifq's file dropped again; one descriptor freed, the export succeeds. Once the child
+    is gone, nothing stays pinned."""
+    base = nodev.pins()
+
+    def child():  # forked: the limit and the descriptors die with it
+        ring = Ring(8)
+        zcrx = ring.register_zcrx(rq_entries=64, area_len=64 * PAGE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        taken = []
+        try:
+            while True:
+                taken.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            assert exc.errno == EMFILE, exc
+        full = errno_of(zcrx.export)
+        os.close(taken.pop())
+        return [full, errno_of(zcrx.export)]
+
+    got = in_child(child)
+    assert got == [EMFILE, 0], list(map(errname, got))
+    assert wait_pins(base)[0] == base, "pages still pinned after the child exited"

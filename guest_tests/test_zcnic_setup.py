@@ -8,6 +8,7 @@ Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 import errno
 import glob
 import os
+import resource
 import socket
 import time
 
@@ -18,7 +19,9 @@ from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, sh
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.dmabuf import Udmabuf
-from guest_tests.zcrx.util import errno_of, pinned_pages, pinned_vm_kb, wait_pins
+from guest_tests.zcrx.util import drop_cap, errno_of, in_child, pinned_pages, pinned_vm_kb, wait_pins
+
+CAP_IPC_LOCK = 14
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
@@ -217,3 +220,22 @@ def test_dmabuf_area_errors(nic, case):
     while (left := attachments(area)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == [], f"the dma-buf is still attached to {left}"
+
+
+def test_register_over_rlimit_memlock_unmaps_area(nic):
+    """A ring made without CAP_IPC_LOCK charges the area to RLIMIT_MEMLOCK after
+    zcrx has pinned it and mapped it for zc0's DMA device: over the limit (32 pages
+    for a 64-page area) the registration fails with ENOMEM, unmapping and unpinning
+    it again; no queue is bound, no io_uring page pool made, nothing stays pinned."""
+    pins = pinned_pages()
+
+    def child():  # forked: the capability and the limit die with it
+        drop_cap(CAP_IPC_LOCK)
+        resource.setrlimit(resource.RLIMIT_MEMLOCK, (32 * PAGE_SIZE, 32 * PAGE_SIZE))
+        return nic.register_errno(1)
+
+    err = in_child(child)
+    assert err == errno.ENOMEM, f"errno {err} ({errno.errorcode.get(err)})"
+    assert nic.wait_unbound() == [], "a queue stayed bound"
+    assert nic.wait_no_pools() == 0, "an io_uring page pool was left"
+    assert wait_pins(pins)[0] == pins, "pages still pinned"

@@ -5,6 +5,7 @@ and raises ZCRX_EVENT_ALLOC_FAIL, and TCP recovers once the buffers come back.
 Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
+import ctypes
 import errno
 import json
 import os
@@ -27,7 +28,7 @@ from guest_tests.lib.flow import (
 )
 from guest_tests.lib.nic import MODES, NETNS, PEER, frame_share, sh
 from guest_tests.lib.peer import accept
-from guest_tests.zcrx import PAGE_SIZE, ZcrxArgs
+from guest_tests.zcrx import PAGE_SIZE, Mem, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.dmabuf import Udmabuf
 from guest_tests.zcrx.util import errno_of, give_back, pinned_pages, recv_zc, wait_pins
@@ -456,3 +457,23 @@ def test_tso_super_frames_cut_to_mtu(nic):
     assert res["final"] == 0 and res["match"], res
     assert res["stats"]["copy_count"] == 0, "not zero copy"
     assert res["peer"]["errno"] == 0 and res["bound_after"] == [] and res["pins_after"] == 0, res
+
+
+def test_added_area_used_once_the_first_runs_dry(nic):
+    """An ifq on the bound queue with a 32-buffer area, and a 1024-buffer area added with
+    ZCRX_CTRL_ADD_AREA: the page pool takes the first area's buffers, and once they are
+    all out (posted, in flight, in the user's hands) its slow refill moves on to the
+    second (io_zcrx_refill_slow). A 1 MiB flow arrives intact and zero copy, and the
+    added area's memory holds payload zcnic's DMA wrote there."""
+    added = Mem(1024 * PAGE_SIZE)
+    defer(added.close)  # after the ring's close (defers run last first)
+    port, lst, peer = tcp_flow("ipv4", MiB)
+    nic.ntuple("ipv4", port, action=1)
+    rx = nic.rx(1, area_pages=32, rq_entries=1024)
+    area = rx.z.add_area(mem=added)
+    assert area.id == 1, f"area id {area.id}"
+    st = receive_flow(rx, lst, peer)
+    assert st.final == 0 and bytes(st.data) == peer.data, f"{len(st.data)} bytes, final {st.final}"
+    assert rx.z.stats()["copy_count"] == 0, "not zero copy"
+    written = ctypes.string_at(added.addr, added.size)
+    assert written.count(0) < len(written), "nothing landed in the added area"

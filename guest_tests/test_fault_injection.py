@@ -61,13 +61,13 @@ def every_failure(inject, setup, check):
     pytest.fail(f"the setup still reached fault point {MAX_POINTS}: the loop found no end")
 
 
-def assert_failed_cleanly(outcomes, leftovers, enomem=True):
-    """ENOMEM: the path has allocations whose failure must reach the caller (others,
-    like kmemleak's own metadata, fall back and succeed)."""
+def assert_failed_cleanly(outcomes, leftovers):
+    """Some allocation's failure reaches the caller as ENOMEM (others, like kmemleak's
+    own metadata or kvmalloc's kmalloc attempt, fall back and succeed); none as another
+    errno; nothing left behind; the kernel's checkers still on."""
     names = {nth: errno.errorcode.get(err, err) for nth, err in outcomes.items()}
     assert names, "no fault point reached: fail-nth injected nothing"
-    if enomem:
-        assert errno.ENOMEM in outcomes.values(), f"no failure came back as ENOMEM: {names}"
+    assert errno.ENOMEM in outcomes.values(), f"no failure came back as ENOMEM: {names}"
     odd = {nth: name for nth, name in names.items() if name not in (0, "ENOMEM")}
     assert not odd, f"allocation failures that came back as another errno: {odd} (all: {names})"
     assert not leftovers, f"left behind after a failed allocation: {leftovers}"
@@ -88,28 +88,36 @@ def pins_check(pins, pinned_vm):
     return check
 
 
-def registration(ring_flags=U.ZCRX_RING_FLAGS, **kw):
-    """(call, undo) of one IORING_REGISTER_ZCRX_IFQ on a fresh ring."""
+def registration(ring_flags=U.ZCRX_RING_FLAGS, ifqs_before=0, **kw):
+    """(call, undo) of one IORING_REGISTER_ZCRX_IFQ on a fresh ring that already has
+    IFQS_BEFORE ifqs (a second id needs a node in the ring's xarray)."""
     ring = Ring(8, flags=ring_flags)
+    before = [ZcrxArgs(rq_entries=64, area_len=AREA) for _ in range(ifqs_before)]
+    for earlier in before:
+        ring.register(U.IORING_REGISTER_ZCRX_IFQ, earlier.reg)
     args = ZcrxArgs(rq_entries=64, **kw)
 
     def undo():
         ring.close()
-        args.close()
+        for each in [args, *before]:
+            each.close()
 
     return (lambda: ring.register(U.IORING_REGISTER_ZCRX_IFQ, args.reg)), undo
 
 
 @pytest.mark.nodev
-@pytest.mark.parametrize("region", ["user", "kernel"])
-def test_nodev_register_fails_cleanly_at_every_allocation(nodev, region):
+@pytest.mark.parametrize("region,ifqs_before", [("user", 0), ("kernel", 0), ("user", 1)])
+def test_nodev_register_fails_cleanly_at_every_allocation(nodev, region, ifqs_before):
     """ZCRX_REG_NODEV with a 64-page user area and the refill ring in user memory or a
-    kernel region; then it registers and takes 256 KiB of loopback TCP intact."""
+    kernel region, as the ring's first ifq or its second; then it registers and takes
+    256 KiB of loopback TCP intact."""
     inject = injector()
     pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
-    outcomes, leftovers = every_failure(
-        inject, lambda: registration(area_len=AREA, region=region), pins_check(pins, pinned_vm)
-    )
+
+    def setup():
+        return registration(area_len=AREA, region=region, ifqs_before=ifqs_before)
+
+    outcomes, leftovers = every_failure(inject, setup, pins_check(pins, pinned_vm))
     assert_failed_cleanly(outcomes, leftovers)
     ring = nodev.ring(8, cq_entries=512)
     zcrx = ring.register_zcrx(rq_entries=64, area_len=AREA, region=region)
@@ -121,11 +129,10 @@ def test_nodev_register_fails_cleanly_at_every_allocation(nodev, region):
 
 @pytest.mark.nodev
 def test_nodev_import_fails_cleanly_at_every_allocation(nodev):
-    """ZCRX_REG_IMPORT of an exported ifq into a fresh ring, each allocation failing in
-    turn: ENOMEM or success (the import itself may allocate nothing that can fail: an
-    xarray slot that is there already), and the exporter's area stays pinned exactly
-    once (the importer's ring, closed, takes nothing with it and leaves nothing). Then
-    an import succeeds."""
+    """ZCRX_REG_IMPORT of an exported ifq into a ring with an ifq of its own, each
+    allocation failing in turn (the new id's xarray node): ENOMEM or success, and the
+    exporter's area stays pinned exactly once (the importer's ring, closed, takes
+    nothing with it and leaves nothing). Then an import succeeds."""
     inject = injector()
     pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
     exporter = nodev.ring(8)
@@ -135,12 +142,18 @@ def test_nodev_import_fails_cleanly_at_every_allocation(nodev):
     held = nodev.pins()
     assert held - pins == AREA // PAGE_SIZE, f"the exporter pins {held - pins} pages"
 
-    def setup():
-        ring = Ring(8)
-        return (lambda: ring.import_zcrx(fd)), ring.close
+    def setup():  # the importing ring has an ifq of its own: the import takes id 1
+        ring, own = Ring(8), ZcrxArgs(rq_entries=64, area_len=AREA)
+        ring.register(U.IORING_REGISTER_ZCRX_IFQ, own.reg)
+
+        def undo():
+            ring.close()
+            own.close()
+
+        return (lambda: ring.import_zcrx(fd)), undo
 
     outcomes, leftovers = every_failure(inject, setup, pins_check(held, nodev.pinned_vm()))
-    assert_failed_cleanly(outcomes, leftovers, enomem=False)
+    assert_failed_cleanly(outcomes, leftovers)
     importer = nodev.ring(8)
     importer.import_zcrx(fd)
     close_fd.exec()

@@ -420,11 +420,12 @@ def _send_from_netns(port, data):
     return len(data)
 
 
-def fraglist_stream(nodev, size):
+def fraglist_stream(nodev, size, area_pages=512):
     """SIZE bytes from netns FL_NETNS over a veth whose receive side runs GRO (NAPI,
     `gro on`), sent without scatter-gather or TSO: every segment is a linear skb whose
     head is not a page frag, so GRO chains them on the first one's frag_list. Received
-    with RECV_ZC on a fresh NODEV ifq: (zcrx, data sent, RecvResult)."""
+    with RECV_ZC on a fresh NODEV ifq with an AREA_PAGES-buffer area: (zcrx, data sent,
+    RecvResult)."""
     if not os.path.exists("/proc/self/ns/net"):
         pytest.skip(f"kernel {os.uname().release} has no network namespaces (CONFIG_NET_NS)")
     _sh(f"ip netns add {FL_NETNS}")
@@ -448,20 +449,26 @@ def fraglist_stream(nodev, size):
     lst.settimeout(60)
     conn, _ = lst.accept()
     defer(conn.close)
-    zcrx = ifq(nodev)
+    ring = nodev.ring(16, cq_entries=4096)
+    zcrx = ring.register_zcrx(rq_entries=256, area_len=area_pages * PAGE_SIZE)
     res = recv_zc(zcrx.ring, zcrx, conn.fileno(), timeout=120, rearm_on_error=(-errno.ENOMEM, -errno.ENOSPC))
     sender.join(60)
     return zcrx, data, res
 
 
-def test_gro_frag_list_skbs(nodev):
+@pytest.mark.parametrize("area_pages", [512, 4])
+def test_gro_frag_list_skbs(nodev, area_pages):
     """RECV_ZC copies a GRO frag_list skb from its linear head and then walks frag_list
     (io_zcrx_recv_skb recursing per fragment): 2 MiB arrive whole and in order, each
-    CQE inside one buffer, the multishot request ending with res 0 at the sender's FIN."""
-    zcrx, data, res = fraglist_stream(nodev, 2 << 20)
+    CQE inside one buffer, the multishot request ending with res 0 at the sender's FIN.
+    With a 4-buffer area the copy runs out of buffers inside an skb's head: the request
+    ends with -ENOMEM there, is re-armed, and goes on from the same byte."""
+    zcrx, data, res = fraglist_stream(nodev, 2 << 20, area_pages)
     assert res.data == data, f"{len(res.data)} of {len(data)} bytes, or corrupted"
     assert res.final is not None and res.final.res == 0, res.final
     assert [c for c in res.cqes if c.area_off % PAGE_SIZE + c.res > PAGE_SIZE] == []
+    if area_pages == 4:
+        assert -errno.ENOMEM in {c.res for c in res.others}, "the area never ran dry"
 
 
 @pytest.mark.xfail(

@@ -128,7 +128,9 @@ class Block(NamedTuple):
     code: str
 
 
-_FUNCTION = re.compile(r"^[a-z_A-Z].*?\b(\w+)\(")
+# a definition starts at column 0; its name is the first word before a "("
+# ("static int f(", "struct x *f(", or "f(" under a "static int" line)
+_FUNCTION = re.compile(r"^(?=[A-Za-z_])(?:[^(]*\W)?(\w+)\s*\(")
 
 
 def unreached_blocks(lines: dict[int, int], source: list[str]) -> list[Block]:

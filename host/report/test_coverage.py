@@ -78,15 +78,22 @@ static void area_free(struct area *a)
 {
 \tkfree(a);
 }
+
+static int
+area_recv(struct area *a)
+{
+\treturn a->len;
+}
 """.splitlines()
 
 
 def test_unreached_lines_grouped_by_function_and_reached_lines():
-    counts = {1: 5, 6: 5, 7: 5, 8: 0, 9: 5, 10: 0, 11: 0, 13: 5, 16: 0, 18: 0}
+    counts = {1: 5, 6: 5, 7: 5, 8: 0, 9: 5, 10: 0, 11: 0, 13: 5, 16: 0, 18: 0, 22: 0, 24: 0}
     assert coverage.unreached_blocks(counts, SOURCE) == [
         coverage.Block("area_import", 8, 8, "return ret; /* 8 */"),
         coverage.Block("area_import", 10, 11, "unpin(a);"),
         coverage.Block("area_free", 16, 18, "static void area_free(struct area *a)"),
+        coverage.Block("area_recv", 22, 24, "area_recv(struct area *a)"),
     ]
 
 

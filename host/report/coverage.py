@@ -189,6 +189,18 @@ def unreached_report(files: dict[str, dict[int, int]], out: Path) -> str:
     )
 
 
+def combined(results: Path) -> str | None:
+    """The summary of a parallel run's boots, all workers' (RESULTS/gw*/coverage/boot*.info)
+    merged line by line, with the unreached list in RESULTS/coverage/; None without any."""
+    tracefiles = sorted(results.glob("gw*/coverage/boot*.info"))
+    if not tracefiles:
+        return None
+    files = merge([parse_info(t.read_text()) for t in tracefiles])
+    (results / "coverage").mkdir(exist_ok=True)
+    gaps = unreached_report(files, results / "coverage" / "zcrx-unreached.txt")
+    return f"line coverage ({len(tracefiles)} boots, every worker's): {summary(files)}; {gaps}"
+
+
 def report(coverage_dir: Path, boots: int) -> str:
     """Tracefiles and HTML from every boot's data under COVERAGE_DIR; the
     one-line summary."""

@@ -103,6 +103,10 @@ def merged_run(config, outcomes: dict) -> dict:
     runs = [p["run"] for _, p in sorted(parts(config).items()) if p]
     merged = merge_runs(runs)
     merged["tests"] = dict(outcomes)
+    if merged.get("coverage"):  # each worker's line covers its own boots: one for all
+        from host.report import coverage
+
+        merged["coverage"] = coverage.combined(Path(config.option.results_dir)) or merged["coverage"]
     return merged
 
 

@@ -121,3 +121,12 @@ def test_malformed_reason_is_named(tmp_path):
 def test_the_repository_reasons_file_parses():
     reasons = coverage.read_reasons()
     assert all(function and code and why for (function, code), why in reasons.items())
+
+
+def test_parallel_run_combined_over_workers(tmp_path):
+    for worker, name in (("gw0", "harness-only.info"), ("gw1", "zcnic-run.info")):
+        (tmp_path / worker / "coverage").mkdir(parents=True)
+        (tmp_path / worker / "coverage" / "boot1.info").write_text((DATA / name).read_text())
+    line = coverage.combined(tmp_path)
+    assert line.startswith("line coverage (2 boots, every worker's): io_uring/zcrx.c 80.5% (879/1092 lines)")
+    assert coverage.combined(tmp_path / "gw0" / "nothing") is None

@@ -64,7 +64,7 @@ def _module_order(kernel: Kernel) -> list[Path]:
     return [kernel.modules / t for t in order]
 
 
-def _read_module(path: Path) -> bytes:
+def _read_module(path: Path, keep_signature: bool) -> bytes:
     data = path.read_bytes()
     if path.suffix == ".xz":
         data = lzma.decompress(data)
@@ -72,7 +72,7 @@ def _read_module(path: Path) -> bytes:
         data = gzip.decompress(data)
     elif path.suffix == ".zst":
         data = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout
-    return unsigned(data)
+    return data if keep_signature else unsigned(data)
 
 
 SIG_MAGIC = b"~Module signature appended~\n"
@@ -84,7 +84,8 @@ def unsigned(module: bytes) -> bytes:
 
     Checking a distribution kernel's signature costs 30-40 ms of TCG per module, most
     of the initramfs's module loading. The kernel loads an unsigned module and marks
-    itself tainted 'E' (unsigned module), which zcnic, out of tree, does anyway."""
+    itself tainted 'E' (unsigned module), which zcnic, out of tree, does anyway. A
+    kernel that refuses unsigned modules (CONFIG_MODULE_SIG_FORCE) keeps them."""
     if not module.endswith(SIG_MAGIC):
         return module
     trailer = len(module) - len(SIG_MAGIC) - 12  # sizeof(struct module_signature)
@@ -120,7 +121,8 @@ def initramfs(kernel: Kernel) -> Path:
     for name in applets(busybox):
         files[f"bin/{name}"] = (b"busybox", 0o120777)
     for path in modules:
-        files["modules/" + path.name.split(".ko")[0] + ".ko"] = (_read_module(path), 0o100644)
+        keep = kernel.config.get("MODULE_SIG_FORCE") == "y"
+        files["modules/" + path.name.split(".ko")[0] + ".ko"] = (_read_module(path, keep), 0o100644)
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + hashlib.sha256(files[name][0]).digest())

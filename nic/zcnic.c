@@ -73,6 +73,7 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <linux/u64_stats_sync.h>
+#include <linux/xarray.h>
 #include <net/gso.h>
 #include <net/ip6_checksum.h>
 #include <net/netdev_lock.h>
@@ -250,6 +251,8 @@ struct zcnic_priv {
 };
 
 static DEFINE_IDA(zcnic_ida);
+/* DMA devices of deleted zcnics, kept until unload (see zcnic_release()) */
+static DEFINE_XARRAY_ALLOC(zcnic_retired);
 
 static unsigned int fail_register;
 module_param(fail_register, uint, 0600);
@@ -2176,10 +2179,21 @@ static void zcnic_debugfs_init(struct zcnic_priv *priv)
 static void zcnic_release(struct zcnic_priv *priv)
 {
 	if (priv->fdev) {
+		struct device *dma_dev = get_device(&priv->fdev->dev);
+		u32 slot;
+
 		/* dma_parms lives in priv; the device may outlive it (page pools) */
 		priv->fdev->dev.dma_parms = NULL;
 		faux_device_destroy(priv->fdev);
 		priv->fdev = NULL;
+		/*
+		 * A dma-buf attached to the device (a devmem binding, whose
+		 * last reference may go from a workqueue long after the link)
+		 * unmaps through it without holding a reference. A real NIC's
+		 * PCI device outlives its netdev; this one is kept until unload.
+		 */
+		if (xa_alloc(&zcnic_retired, &slot, dma_dev, xa_limit_32b, GFP_KERNEL))
+			put_device(dma_dev);
 	}
 	if (priv->id >= 0)
 		ida_free(&zcnic_ida, priv->id);
@@ -2445,7 +2459,13 @@ err_dbg:
 
 static void __exit zcnic_exit(void)
 {
+	struct device *dma_dev;
+	unsigned long slot;
+
 	rtnl_link_unregister(&zcnic_link_ops);
+	xa_for_each(&zcnic_retired, slot, dma_dev)
+		put_device(dma_dev);
+	xa_destroy(&zcnic_retired);
 	unregister_netdevice_notifier(&zcnic_notifier);
 	debugfs_remove_recursive(zcnic_dbg_root);
 }

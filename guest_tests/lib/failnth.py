@@ -119,8 +119,9 @@ class FailNth:
                 out = fn(*args)
             except OSError as exc:
                 out = exc
-            left = int(os.pread(self.fd, 32, 0))
-            os.pwrite(self.fd, b"0", 0)
+            finally:  # disarmed whatever fn raised: a later allocation must not fail
+                left = int(os.pread(self.fd, 32, 0))
+                os.pwrite(self.fd, b"0", 0)
         finally:
             gc.enable()
         return out, left == 0

@@ -36,7 +36,7 @@ from guest_tests.lib.structs import plus, put, resolve
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs, layout
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.mem import MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
-from guest_tests.zcrx.util import CAP_NET_ADMIN, drop_cap, errno_of, in_child, wait_pins
+from guest_tests.zcrx.util import CAP_IPC_LOCK, CAP_NET_ADMIN, drop_cap, errno_of, in_child, wait_pins
 
 pytestmark = [pytest.mark.nodev, pytest.mark.in_guest]
 
@@ -251,9 +251,6 @@ def test_register_needs_cap_net_admin(nodev, method):
     assert errno_of(nodev.ring(8).register_zcrx) == 0  # the same registration with the capability
     err = in_child(child)
     assert err == EPERM, errname(err)
-
-
-CAP_IPC_LOCK = 14
 
 
 def test_register_without_cap_ipc_lock_charged_to_rlimit_memlock(nodev):

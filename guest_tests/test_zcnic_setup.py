@@ -19,9 +19,15 @@ from guest_tests.lib.nic import XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE, sh
 from guest_tests.zcrx import PAGE_SIZE, Ring, ZcrxArgs
 from guest_tests.zcrx import uapi as U
 from guest_tests.zcrx.dmabuf import Udmabuf
-from guest_tests.zcrx.util import drop_cap, errno_of, in_child, pinned_pages, pinned_vm_kb, wait_pins
-
-CAP_IPC_LOCK = 14
+from guest_tests.zcrx.util import (
+    CAP_IPC_LOCK,
+    drop_cap,
+    errno_of,
+    in_child,
+    pinned_pages,
+    pinned_vm_kb,
+    wait_pins,
+)
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 

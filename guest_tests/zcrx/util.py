@@ -258,6 +258,7 @@ def run_net_rx_on_every_cpu():
 # --- capabilities
 
 CAP_NET_ADMIN = 12
+CAP_IPC_LOCK = 14
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 

@@ -870,8 +870,12 @@ static void zcnic_rx_one(struct zcnic_rq *rq, struct sk_buff *orig)
 		zcnic_rq_drop(rq, &rq->stats.too_big_drops);
 		return;
 	}
-	/* never hand a bad segment with unreadable payload to the stack */
-	if (split && cb->csum == ZCNIC_CSUM_BAD) {
+	/*
+	 * A bad segment goes up with CHECKSUM_NONE for the stack to drop (and
+	 * for packet sockets and GRO to see), as hardware does, but never with
+	 * unreadable payload: the stack cannot checksum net_iovs.
+	 */
+	if (split && rq->unreadable && cb->csum == ZCNIC_CSUM_BAD) {
 		zcnic_rq_drop(rq, &rq->stats.csum_bad);
 		return;
 	}

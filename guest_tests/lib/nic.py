@@ -302,11 +302,16 @@ class NicEnv:
     def jumbo(self, mtu: int) -> tuple:
         """The lower device's MTU, then zc0's (zcnic takes no MTU above its lower's), set
         to `mtu`: zc0's (errno, extack). Both back after the test, zc0's first."""
+        self.lower_mtu(mtu)
+        return self.setlink(mtu=mtu)
+
+    def lower_mtu(self, mtu: int) -> None:
+        """The lower device (the wire port) takes frames up to `mtu`, so zc0's MTU may be
+        raised that far, as a NIC's up to its max_mtu; back after the test."""
         with open(f"/sys/class/net/{self.lower}/mtu") as f:
             lower_before = int(f.read())
         sh(f"ip link set {self.lower} mtu {mtu}")
         defer(sh, f"ip link set {self.lower} mtu {lower_before}", check=False)
-        return self.setlink(mtu=mtu)
 
     def _setlink(self, up, mtu):
         req = {"ifi-index": self.ifindex}

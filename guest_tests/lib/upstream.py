@@ -9,7 +9,7 @@ import subprocess
 from guest_tests.contract import RESULTS
 
 TEST_NAME = "iou-zcrx"  # the script, and the prefix of its KTAP case names
-RUN_TIMEOUT = 240  # s for one upstream case under TCG (its own commands time out at 20 s)
+RUN_TIMEOUT = 240  # s for one upstream script under TCG (its own commands time out at 20 s)
 KTAP_RESULT = re.compile(r"^(not )?ok (\d+) (\S+)(?:\s+#\s*(\S+)\s*(.*))?$")
 
 
@@ -28,9 +28,10 @@ def netdrv_env(nic) -> dict:
     }
 
 
-def run(tree, nic, *args, script=f"hw/{TEST_NAME}.py") -> tuple[int, str]:
+def run(tree, nic, *args, script=f"hw/{TEST_NAME}.py", timeout=RUN_TIMEOUT) -> tuple[int, str]:
     """SCRIPT (relative to drivers/net) with ARGS in the staged tree (contract.UpstreamTree)
-    against NIC: (exit status, its output, stdout and stderr together)."""
+    against NIC, killed after TIMEOUT s: (exit status, its output, stdout and stderr
+    together)."""
     env = {**os.environ, **netdrv_env(nic), "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
     where, _, name = f"{tree.root}/tools/testing/selftests/drivers/net/{script}".rpartition("/")
     try:
@@ -41,11 +42,11 @@ def run(tree, nic, *args, script=f"hw/{TEST_NAME}.py") -> tuple[int, str]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            timeout=RUN_TIMEOUT,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout or ""
-        return -1, f"{out}\n# killed after {RUN_TIMEOUT} s"
+        return -1, f"{out}\n# killed after {timeout} s"
     return p.returncode, p.stdout
 
 
@@ -63,12 +64,15 @@ def parse_ktap(text: str, test_name: str = TEST_NAME) -> dict[str, tuple[bool, s
 _RUNS: dict = {}  # script -> (exit status, output): one run per agent process
 
 
-def script_run(tree, nic, script) -> tuple[int, str]:
+def script_run(tree, nic, script, prepare=None, timeout=RUN_TIMEOUT) -> tuple[int, str]:
     """SCRIPT's whole run (every case), once per agent process: the first test that asks
     runs it (its kernel log window holds the run), the others judge the same output. The
-    output goes to /results/upstream-ktap/SCRIPT.txt."""
+    output goes to /results/upstream-ktap/SCRIPT.txt. PREPARE(nic), if given, runs just
+    before the run (its undo is deferred to the end of that first test)."""
     if script not in _RUNS:
-        rc, out = run(tree, nic, script=script)
+        if prepare:
+            prepare(nic)
+        rc, out = run(tree, nic, script=script, timeout=timeout)
         os.makedirs(f"{RESULTS}/upstream-ktap", exist_ok=True)
         with open(f"{RESULTS}/upstream-ktap/{script.replace('/', '_')}.txt", "w") as f:
             f.write(f"# rc {rc}\n{out}")

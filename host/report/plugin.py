@@ -37,6 +37,8 @@ MARKERS = {
     "slow": "builds kernels or takes many minutes (the series/bisect end-to-end); not in `host test`",
     "crash_selftest": "deliberately crashes or splats the guest to check the harness (--crash-selftest)",
     "in_guest": "the test function itself runs in the guest (guest_tests/agent.py)",
+    "guest_timeout": "guest_timeout(seconds): this test's guest call may take that long when "
+    "it is more than the default (a whole upstream script run in one test)",
     "expected_warning": "expected_warning(regex, reason=...): the test provokes a kernel WARNING "
     "whose report matches regex on purpose; it must occur, and every other splat still fails",
 }
@@ -455,7 +457,8 @@ def guest(request, lab, _kernel_recorded) -> Guest:
         vm = lab.ensure_vm()
     except LabError as exc:
         lab.boot_failed(exc, request.session)
-    return Guest(vm, lab.timeout())
+    longer = request.node.get_closest_marker("guest_timeout")
+    return Guest(vm, max(lab.timeout(), longer.args[0]) if longer else lab.timeout())
 
 
 @pytest.hookimpl(wrapper=True)

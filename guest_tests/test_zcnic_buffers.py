@@ -84,6 +84,32 @@ def test_held_buffers_keep_their_bytes(nic, event, mode):
     assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
 
 
+def test_copy_fallback_buffers_returned_to_a_bound_queue(nic):
+    """Buffers of a flow on an unbound queue (copy fallback: area buffers of no page pool)
+    are held, then returned through the refill ring unflushed; a flow on the bound queue
+    then drains its page pool, which refills from the ring itself, meets those buffers
+    first and must put them back on the area's freelist rather than take them
+    (zcrx_put_refill_niov: niov->desc.pp != pp). The second flow arrives intact and zero
+    copy; closed, the area is unpinned, the queue unbound, the io_uring page pool gone (a
+    buffer taken by the wrong owner would keep one of them)."""
+    pins = pinned_pages()
+    rx = nic.rx(1, area_pages=1024, rq_entries=1024)
+    copied, sent = flow_to_queue(nic, rx, 256 * KiB, refill=False, queue=2)
+    assert copied.final == 0 and bytes(copied.data) == sent
+    copies = rx.z.stats()["copy_count"]
+    assert copies > 0, "queue 2 is not bound: its flow must have been copied"
+    give_back(rx.z, copied.held, flush=False)
+    # held, not returned: the pool's first 256 buffers run out, and it refills from the ring
+    second, sent = flow_to_queue(nic, rx, 2 * MiB, refill=False)
+    assert second.final == 0 and bytes(second.data) == sent, f"{len(second.data)} of {len(sent)} bytes"
+    assert rx.z.stats()["copy_count"] == copies, "the bound queue's flow was copied"
+    give_back(rx.z, second.held)
+    rx.close()
+    assert nic.wait_unbound() == []
+    assert wait_pins(pins)[0] == pins, "pages still pinned after the ring closed"
+    assert nic.wait_no_pools() == 0, "the io_uring page pool outlived the ring"
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_double_return_is_ignored(nic, mode):
     """Every buffer of a flow is returned twice through the refill ring. The second return

@@ -10,6 +10,7 @@ from guest_tests.contract import RESULTS
 
 TEST_NAME = "iou-zcrx"  # the script, and the prefix of its KTAP case names
 RUN_TIMEOUT = 240  # s for one upstream script under TCG (its own commands time out at 20 s)
+CONTAINER_PREFIX_V6 = "fd78::/64"  # beside NicEnv's fd77::/64
 KTAP_RESULT = re.compile(r"^(not )?ok (\d+) (\S+)(?:\s+#\s*(\S+)\s*(.*))?$")
 
 
@@ -25,6 +26,9 @@ def netdrv_env(nic) -> dict:
         "REMOTE_V6": remote6,
         "REMOTE_TYPE": "netns",
         "REMOTE_ARGS": nic.netns,
+        # NetDrvContEnv (hw/nk_*.py): the netkit container's addresses, a prefix of
+        # their own that the remote end routes through NETIF
+        "LOCAL_PREFIX_V6": CONTAINER_PREFIX_V6,
     }
 
 
@@ -32,7 +36,14 @@ def run(tree, nic, *args, script=f"hw/{TEST_NAME}.py", timeout=RUN_TIMEOUT) -> t
     """SCRIPT (relative to drivers/net) with ARGS in the staged tree (contract.UpstreamTree)
     against NIC, killed after TIMEOUT s: (exit status, its output, stdout and stderr
     together)."""
-    env = {**os.environ, **netdrv_env(nic), "PYTHONDONTWRITEBYTECODE": "1", "NO_COLOR": "1"}
+    # unbuffered: a run killed at its timeout keeps what it printed
+    env = {
+        **os.environ,
+        **netdrv_env(nic),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "NO_COLOR": "1",
+    }
     where, _, name = f"{tree.root}/tools/testing/selftests/drivers/net/{script}".rpartition("/")
     try:
         p = subprocess.run(

@@ -45,6 +45,13 @@ PACKAGES = [
     "python3-yaml",  # the kernel's YNL (tools/net/ynl) reads its specs with it
     "python3-pytest",  # in_guest tests: skips, xfails and rewritten assertions in the guest
     "socat",  # upstream's driver selftests (ntuple.py, ping.py) move their traffic with it
+    "iperf3",  # ... and rss_ctx.py, ring_reconfig.py, pp_alloc_fail.py theirs
+    # upstream's BPF objects (net/lib/xdp_dummy.bpf.c, hw/nk_forward.bpf.c), built in the
+    # image like its C helpers (net/bpf.mk: clang --target=bpf, libbpf's headers), and
+    # the tools its scripts load and inspect them with
+    "clang",
+    "libbpf-dev",
+    "bpftool",
 ]
 # From trixie-backports: the 7.x kernel, its headers, and linux-base, which the
 # image pre-depends on and must come from the same suite.
@@ -53,7 +60,7 @@ KERNEL_PACKAGES = ["linux-image-amd64", "linux-headers-amd64", "linux-base"]
 # the zcrx helpers upstream's iou-zcrx.c uses, and trixie's ethtool (6.14)
 # cannot set hds-thresh.
 SID_PACKAGES = ["liburing-dev", "liburing2", "ethtool"]
-BUILDER_VERSION = 4
+BUILDER_VERSION = 5
 # How long what the archive offers is taken as known (`python3 -m host setup` asks anyway).
 ARCHIVE_CHECK_SECONDS = 3600
 # build_in_image's namespaces: root in a user namespace may mount an overlay and chroot;
@@ -208,6 +215,11 @@ def _mmdebstrap(tarball: Path, mirror: str, log) -> None:
             f"--include={','.join(include)}",
             "--setup-hook",
             f'mkdir -p "$1/etc/apt/preferences.d" && printf "{pin}" > "$1/etc/apt/preferences.d/sid"',
+            # dropbear's host key, made once here rather than by `dropbear -R` in every
+            # boot's first connection (TCG time before SSH is ready)
+            "--customize-hook",
+            'mkdir -p "$1/etc/dropbear" && '
+            'chroot "$1" dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key',
             SUITE,
             str(tarball),
             f"deb {mirror} {SUITE} main",
@@ -275,7 +287,6 @@ def build(path: Path, mirror: str, kernel_package_version: str) -> GuestImage:
     ssh = rootfs / "root/.ssh"
     ssh.mkdir(mode=0o700, exist_ok=True)
     shutil.copy(tmp / "id_ed25519.pub", ssh / "authorized_keys")
-    (rootfs / "etc/dropbear").mkdir(exist_ok=True)  # its host keys, made at boot (-R)
     (rootfs / "etc/hostname").write_text("zcrx-guest\n")
     versions = sorted(p.name[len("vmlinuz-") :] for p in (rootfs / "boot").glob("vmlinuz-*"))
     if not versions:

@@ -47,25 +47,43 @@ YNL_DIR = "tools/net/ynl"
 
 @dataclass(frozen=True)
 class Helper:
-    """An upstream C helper and what its Makefile builds it with."""
+    """An upstream C helper or BPF object and what its Makefile builds it with."""
 
     source: str  # its path in the tree
     includes: tuple[str, ...] = ()  # what it includes besides libc, relative to its directory
     libs: str = ""  # LDLIBS
     ynl: tuple[str, ...] = ()  # the YNL families it links (the Makefile's YNL_GENS)
 
+    @property
+    def bpf(self) -> bool:
+        return self.source.endswith(".bpf.c")
 
+    @property
+    def product(self) -> str:
+        """What the build makes: X from X.c, X.bpf.o from X.bpf.c (a BPF object)."""
+        stem = Path(self.source).stem
+        return f"{stem}.o" if self.bpf else stem
+
+
+HW_YNL_GENS = ("ethtool", "netdev")  # drivers/net/hw/Makefile's YNL_GENS
 HW_YNL_GENS = ("ethtool", "netdev")  # drivers/net/hw/Makefile's YNL_GENS
 HELPERS = [
     Helper(f"{HW}/iou-zcrx.c", libs="-luring"),
     Helper(f"{DRV}/napi_id_helper.c", ("../../net/lib/ksft.h",)),
     Helper(f"{SELFTESTS}/net/lib/xdp_helper.c", ("ksft.h",)),
     Helper(f"{SELFTESTS}/net/lib/gro.c", ("ksft.h", "../../kselftest.h")),
-    Helper(
-        f"{HW}/toeplitz.c", ("../../../kselftest.h", "../../../net/lib/ksft.h"), ynl=("ethtool", "netdev")
-    ),
-    Helper(f"{HW}/ncdevmem.c", ynl=("ethtool", "netdev")),
+    Helper(f"{HW}/toeplitz.c", ("../../../kselftest.h", "../../../net/lib/ksft.h"), ynl=HW_YNL_GENS),
+    Helper(f"{HW}/ncdevmem.c", ynl=HW_YNL_GENS),
+    Helper(f"{SELFTESTS}/net/lib/xdp_dummy.bpf.c"),
+    Helper(f"{HW}/nk_forward.bpf.c"),
+    Helper(f"{HW}/nk_primary_rx_redirect.bpf.c"),
 ]
+# net/bpf.mk's CLANG_SYS_INCLUDES: clang's own search list, after --target=bpf's (its
+# empty input from echo: the build's chroot has no /dev/null)
+BPF_SYS_INCLUDES = (
+    "$(echo | clang -v -E - 2>&1 | "
+    "sed -n '/<...> search starts here:/,/End of search list./{ s| \\(/.*\\)|-idirafter \\1|p }')"
+)
 # What libynl.a is made from (net/ynl.mk: make -C tools/net/ynl GENS=... libynl.a)
 YNL_BUILD = [
     f"{YNL_DIR}/Makefile",
@@ -83,6 +101,7 @@ SUBTREES = [
     "tools/testing/selftests/net/lib/ksft.h",
     "tools/testing/selftests/net/lib/xdp_helper.c",
     "tools/testing/selftests/net/lib/gro.c",
+    "tools/testing/selftests/net/lib/xdp_dummy.bpf.c",
     "tools/testing/selftests/kselftest.h",
     "tools/net/ynl/pyynl",
     "Documentation/netlink/specs",
@@ -282,7 +301,7 @@ def helpers(kernel, image) -> dict[str, Path]:
             sources[path] = (tree / path).read_bytes()
         if helper.ynl:
             sources.update(_ynl_sources(tree, helper.ynl))
-        name = Path(helper.source).stem
+        name = helper.product
         key = _helper_key(sources, image, headers_digest.hexdigest())
         out = cache_root() / "selftests" / "bin" / key / name
         if not out.exists():
@@ -328,9 +347,16 @@ def _build_helper(
         )
     # upstream: lib.mk CFLAGS (-D_GNU_SOURCE= -I<selftests>) and the Makefile's LDLIBS;
     # the image has gcc-14 without the `gcc` alternative.
-    directory, name = Path(helper.source).parent, Path(helper.source).stem
+    directory, name, source = Path(helper.source).parent, helper.product, Path(helper.source).name
     compile_ = f"cd /src/{directory} && gcc-14 -D_GNU_SOURCE= -I/src/{SELFTESTS}"
-    command = f"{compile_} {name}.c -o {name} {helper.libs}"
+    command = f"{compile_} {source} -o {name} {helper.libs}"
+    if helper.bpf:  # net/bpf.mk, with libbpf's headers from the image's libbpf-dev
+        if not (image.root / "usr/bin/clang").exists():
+            raise LabError(f"guest image {image.root.parent.name} has no clang: rebuild it (PACKAGES)")
+        command = (
+            f"cd /src/{directory} && clang -O2 -g --target=bpf -I/src/{SELFTESTS}/bpf "
+            f"{BPF_SYS_INCLUDES} -c {source} -o {name}"
+        )
     if helper.ynl:
         sources = {**sources, **_generate_ynl(sources, helper.ynl)}
         ynl, gens = f"/src/{YNL_DIR}", " ".join(helper.ynl)
@@ -338,7 +364,7 @@ def _build_helper(
         command = (
             f"touch {ynl}/generated/*-user.[ch] && "
             f"make -s -C {ynl} CC=gcc-14 GENS='{gens}' RSTS='' libynl.a && "
-            f"{compile_} -I{ynl}/lib -I{ynl}/generated {name}.c {ynl}/libynl.a -o {name} {helper.libs}"
+            f"{compile_} -I{ynl}/lib -I{ynl}/generated {source} {ynl}/libynl.a -o {name} {helper.libs}"
         )
     files = {f"src/{path}": data for path, data in sources.items()}
     files.update({path: file.read_bytes() for path, file in headers.items()})
@@ -347,7 +373,7 @@ def _build_helper(
         {os.path.normpath(path): data for path, data in files.items()},
         command,
         f"src/{directory}/{name}",
-        f"upstream's {name}.c (in the guest image)",
+        f"upstream's {source} (in the guest image)",
         out.parent / "build.log",
     )
     tmp_out = out.with_name(f"{name}.tmp")

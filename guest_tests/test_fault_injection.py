@@ -161,68 +161,6 @@ def test_nodev_import_fails_cleanly_at_every_allocation(nodev):
     assert nodev.pinned_vm() == pinned_vm, "VmPin still charged after both rings closed"
 
 
-def id_allocation_failing():
-    """Both of xa_alloc()'s attempts at a node of the ring's zcrx table failing (its
-    GFP_NOWAIT try under the xa_lock, then __xas_nomem()'s GFP_KERNEL one), which fail-nth,
-    one failure per call, never makes: the register and import walks above succeed at
-    every nth that lands there."""
-    if failnth.missing():
-        pytest.skip(failnth.missing())
-    return failnth.FailUnder("__xa_alloc", times=2)
-
-
-@pytest.mark.nodev
-def test_nodev_second_ifq_id_allocation_fails_cleanly(nodev):
-    """A ring's second ifq needs id 1, the first node of the ring's zcrx xarray; with its
-    allocation failing, IORING_REGISTER_ZCRX_IFQ returns ENOMEM and frees the new ifq
-    (io_register_zcrx's `goto ifq_free`): its area is unpinned and uncharged at once,
-    the first ifq keeps working, and the same registration then succeeds."""
-    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
-    ring = nodev.ring(8, cq_entries=512)
-    first = ring.register_zcrx(rq_entries=64, area_len=AREA)
-    pins_one, vm_one = nodev.pins(), nodev.pinned_vm()
-    second = ZcrxArgs(rq_entries=64, area_len=AREA)
-    defer(second.close)
-    failing = id_allocation_failing()
-    out, failed = failing.call(ring.register, U.IORING_REGISTER_ZCRX_IFQ, second.reg)
-    assert failed == 2, f"{failed} allocations under __xa_alloc failed, 2 asked"
-    assert isinstance(out, OSError) and out.errno == errno.ENOMEM, out
-    assert (nodev.pins(), nodev.pinned_vm()) == (pins_one, vm_one), "the failed ifq left its area pinned"
-    res, intact = nodev.receive(ring, first, 128 << 10)
-    assert intact and res.final.res == 0, (len(res.data), res.final)
-    ring.register(U.IORING_REGISTER_ZCRX_IFQ, second.reg)
-    assert nodev.pins() - pins_one == AREA // PAGE_SIZE, "the second ifq's area is not pinned"
-    nodev.close(ring)
-    assert wait_pins(pins)[0] == pins and nodev.pinned_vm() == pinned_vm
-
-
-@pytest.mark.nodev
-def test_nodev_import_id_allocation_fails_cleanly(nodev):
-    """ZCRX_REG_IMPORT into a ring that has an ifq already (the import takes id 1, a new
-    xarray node) with that allocation failing: ENOMEM, and the references the import took
-    on the exported ifq are dropped (import_zcrx's `goto err`): the exporter's area stays
-    pinned exactly once and is unpinned when both rings close; the import then succeeds."""
-    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
-    exporter = nodev.ring(8)
-    zcrx = exporter.register_zcrx(rq_entries=64, region="kernel", area_len=AREA)
-    fd = zcrx.export()
-    close_fd = defer(os.close, fd)
-    importer = nodev.ring(8)
-    importer.register_zcrx(rq_entries=64, area_len=AREA)
-    held = nodev.pins()
-    failing = id_allocation_failing()
-    out, failed = failing.call(importer.import_zcrx, fd)
-    assert failed == 2, f"{failed} allocations under __xa_alloc failed, 2 asked"
-    assert isinstance(out, OSError) and out.errno == errno.ENOMEM, out
-    assert nodev.pins() == held, "the failed import changed what is pinned"
-    importer.import_zcrx(fd)
-    close_fd.exec()
-    nodev.close(exporter)
-    nodev.close(importer)
-    assert wait_pins(pins)[0] == pins, "pages still pinned after both rings closed"
-    assert nodev.pinned_vm() == pinned_vm, "VmPin still charged after both rings closed"
-
-
 @pytest.mark.nodev
 @pytest.mark.parametrize("op", ["export", "add_area"])
 def test_nodev_ctrl_fails_cleanly_at_every_allocation(nodev, op):

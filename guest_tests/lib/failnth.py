@@ -23,8 +23,6 @@ allocations are fault points whose failure the caller never sees.
 import gc
 import os
 
-import pytest
-
 from guest_tests.lib.defer import defer
 
 FAIL_NTH = "/proc/thread-self/fail-nth"
@@ -127,57 +125,3 @@ class FailNth:
         finally:
             gc.enable()
         return out, left == 0
-
-
-class FailUnder:
-    """The next TIMES slab allocations of the calling thread made under kernel function
-    FUNCTION fail (failslab with probability 100, its task filter, /proc/thread-self/
-    make-it-fail, and its stack trace filter's require range), undone after the test.
-    For the failures fail-nth cannot make: it fails one fault point per call, and some
-    callers retry a failed allocation another way (xa_alloc: GFP_NOWAIT under its lock,
-    then GFP_KERNEL without it), so that both attempts must fail."""
-
-    def __init__(self, function: str, times: int):
-        extent = _text_extent(function)
-        if extent is None:
-            pytest.skip(f"no text symbol {function} in /proc/kallsyms (or its addresses are hidden)")
-        if not os.path.exists(f"{DEBUGFS}/failslab/require-start"):
-            pytest.skip(
-                f"kernel {os.uname().release} has no fault injection stack filter "
-                "(CONFIG_FAULT_INJECTION_STACKTRACE_FILTER)"
-            )
-        self.times = times
-        settings = {
-            "failslab/ignore-gfp-wait": "N",
-            "failslab/verbose": "1",
-            "failslab/task-filter": "Y",
-            "failslab/require-start": hex(extent[0]),
-            "failslab/require-end": hex(extent[1]),
-            "failslab/interval": "1",
-            "failslab/times": str(times),
-            "failslab/probability": "100",  # last: the filters are in place first
-        }
-        for name, value in settings.items():
-            path = f"{DEBUGFS}/{name}"
-            with open(path) as f:
-                old = f.read().strip()
-            _write(path, value)
-            defer(_write, path, old)
-
-    def call(self, fn, *args):
-        """fn(*args) with this thread's allocations under the function failing: (its value
-        or the OSError it raised, how many allocations were made to fail)."""
-        gc.disable()
-        try:
-            _write("/proc/thread-self/make-it-fail", "1")
-            try:
-                out = fn(*args)
-            except OSError as exc:
-                out = exc
-            finally:
-                _write("/proc/thread-self/make-it-fail", "0")
-        finally:
-            gc.enable()
-        with open(f"{DEBUGFS}/failslab/times") as f:
-            left = int(f.read())
-        return out, self.times - left

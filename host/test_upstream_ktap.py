@@ -33,4 +33,6 @@ def test_netdrv_env_names_the_veth_topology():
         "REMOTE_V6": "fd77::1",
         "REMOTE_TYPE": "netns",
         "REMOTE_ARGS": "remote",
+        "LOCAL_PREFIX_V6": "fd78::/64",
     }
+

@@ -35,4 +35,3 @@ def test_netdrv_env_names_the_veth_topology():
         "REMOTE_ARGS": "remote",
         "LOCAL_PREFIX_V6": "fd78::/64",
     }
-

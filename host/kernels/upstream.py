@@ -66,7 +66,6 @@ class Helper:
 
 
 HW_YNL_GENS = ("ethtool", "netdev")  # drivers/net/hw/Makefile's YNL_GENS
-HW_YNL_GENS = ("ethtool", "netdev")  # drivers/net/hw/Makefile's YNL_GENS
 HELPERS = [
     Helper(f"{HW}/iou-zcrx.c", libs="-luring"),
     Helper(f"{DRV}/napi_id_helper.c", ("../../net/lib/ksft.h",)),

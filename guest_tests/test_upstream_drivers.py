@@ -211,10 +211,10 @@ def _gro_lab(nic):
 
 
 def _devmem_lab(nic):
-    """devmem_lib raises vm.nr_hugepages to 64 for its large-niov case and puts it back
-    after each case; raised again late in the run, on a guest whose memory earlier tests
-    fragmented, the kernel found fewer and ncdevmem's hugetlb udmabuf failed (ENOMEM).
-    The 64 pages are reserved here first, after compaction, for the whole run."""
+    """devmem_lib raises vm.nr_hugepages to 64 for a case and puts it back after it. Run
+    after toeplitz.py in the same guest, the large-niov case's hugetlb udmabuf failed
+    (ncdevmem: "create udmabuf: Cannot allocate memory"); alone it passed. The 64 pages
+    are reserved here first, after compaction, for the whole run."""
     sysctl.write("vm.compact_memory", 1)
     if not sysctl.reserve_hugepages(64 - int(sysctl.read("vm.nr_hugepages"))):
         pytest.fail(f"devmem.py needs 64 huge pages; the guest found {sysctl.read('vm.nr_hugepages')}")

@@ -211,13 +211,20 @@ def _gro_lab(nic):
 
 
 def _devmem_lab(nic):
-    """devmem_lib raises vm.nr_hugepages to 64 for a case and puts it back after it. Run
-    after toeplitz.py in the same guest, the large-niov case's hugetlb udmabuf failed
-    (ncdevmem: "create udmabuf: Cannot allocate memory"); alone it passed. The 64 pages
-    are reserved here first, after compaction, for the whole run."""
+    """devmem_lib raises vm.nr_hugepages to 64 for a case and puts it back after it; each
+    large-niov ncdevmem run takes 32 (a 64 MiB hugetlb udmabuf), released only when its
+    devmem binding is freed, from a workqueue. Run after other tests in the same guest,
+    that case failed ("create udmabuf: Cannot allocate memory"), once even with 64 pages
+    reserved here; alone it passed. 128 free huge pages are kept for the whole run."""
     sysctl.write("vm.compact_memory", 1)
-    if not sysctl.reserve_hugepages(64 - int(sysctl.read("vm.nr_hugepages"))):
-        pytest.fail(f"devmem.py needs 64 huge pages; the guest found {sysctl.read('vm.nr_hugepages')}")
+    free = hugepages_free()
+    if free < 128 and not sysctl.reserve_hugepages(128 - free):
+        pytest.fail(f"devmem.py needs 128 free huge pages; the guest has {hugepages_free()}")
+
+
+def hugepages_free() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("HugePages_Free:"))
 
 
 def _ping_lab(nic):

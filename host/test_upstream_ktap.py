@@ -1,7 +1,7 @@
 """The guest's KTAP reader for upstream's selftest output (guest_tests/lib/upstream.py),
 and the NetDrvEpEnv variables it derives from NicEnv; no guest needed."""
 
-from guest_tests.lib.upstream import netdrv_env, parse_ktap
+from guest_tests.lib.upstream import case_output, netdrv_env, parse_ktap
 
 
 def test_parse_ktap():
@@ -35,3 +35,18 @@ def test_netdrv_env_names_the_veth_topology():
         "REMOTE_ARGS": "remote",
         "LOCAL_PREFIX_V6": "fd78::/64",
     }
+
+
+def test_case_output_is_the_lines_since_the_previous_result():
+    text = (
+        "TAP version 13\n1..2\n"
+        "# Exception| too few frames for verification\n"
+        "not ok 1 toeplitz.test.tcp_ipv4\n"
+        "# Exception| KeyError: 'irq'\n"
+        "not ok 2 toeplitz.test.rss_tcp_ipv4\n"
+    )
+    assert case_output(text, "test.rss_tcp_ipv4", "toeplitz") == (
+        "# Exception| KeyError: 'irq'\nnot ok 2 toeplitz.test.rss_tcp_ipv4"
+    )
+    assert "too few frames" in case_output(text, "test.tcp_ipv4", "toeplitz")
+    assert case_output(text, "test.udp_ipv4", "toeplitz") == ""

@@ -72,6 +72,20 @@ def parse_ktap(text: str, test_name: str = TEST_NAME) -> dict[str, tuple[bool, s
     return results
 
 
+def case_output(text: str, case: str, test_name: str) -> str:
+    """What the run printed for CASE: its result line and the lines since the result
+    line before it."""
+    lines, start = text.splitlines(), 0
+    for i, line in enumerate(lines):
+        m = KTAP_RESULT.match(line.strip())
+        if not m:
+            continue
+        if m.group(3).removeprefix(f"{test_name}.") == case:
+            return "\n".join(lines[start : i + 1])
+        start = i + 1
+    return ""
+
+
 _RUNS: dict = {}  # script -> (exit status, output): one run per agent process
 
 

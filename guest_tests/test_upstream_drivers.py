@@ -8,6 +8,8 @@ NOT_HERE cannot pass in this lab yet and xfails with the reason (passing, it fai
 it out of NOT_HERE).
 """
 
+import os
+
 import pytest
 
 from guest_tests.lib import sysctl, upstream
@@ -225,7 +227,8 @@ def _devmem_lab(nic):
     devmem binding is freed, from a workqueue. Run after other tests in the same guest,
     that case failed ("create udmabuf: Cannot allocate memory"), once even with 64 pages
     reserved here; alone it passed. 128 free huge pages are kept for the whole run."""
-    sysctl.write("vm.compact_memory", 1)
+    if sysctl.exists("vm.compact_memory"):  # CONFIG_COMPACTION
+        sysctl.write("vm.compact_memory", 1)
     free = hugepages_free()
     if free < 128 and not sysctl.reserve_hugepages(128 - free):
         pytest.fail(f"devmem.py needs 128 free huge pages; the guest has {hugepages_free()}")
@@ -246,8 +249,13 @@ def _ping_lab(nic):
 
 
 def _container_route(nic):
-    """NetDrvContEnv (nk_*.py) gives the netkit container addresses of LOCAL_PREFIX_V6 and
-    expects the remote end to route that prefix to NETIF, as the lab's network would."""
+    """NetDrvContEnv (nk_*.py) needs netkit, gives the netkit container addresses of
+    LOCAL_PREFIX_V6 and expects the remote end to route that prefix to NETIF, as the lab's
+    network would."""
+    probe = sh("ip link add zcnkprobe type netkit", check=False)
+    if probe.returncode:
+        pytest.skip(f"kernel {os.uname().release} has no netkit (CONFIG_NETKIT): {probe.stderr.strip()}")
+    sh("ip link del zcnkprobe")
     local6 = nic.addr["ipv6"][0]
     route = f"{upstream.CONTAINER_PREFIX_V6} via {local6}"
     sh(f"ip -n {nic.netns} -6 route add {route}")

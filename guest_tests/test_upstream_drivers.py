@@ -229,14 +229,9 @@ def _devmem_lab(nic):
     reserved here; alone it passed. 128 free huge pages are kept for the whole run."""
     if sysctl.exists("vm.compact_memory"):  # CONFIG_COMPACTION
         sysctl.write("vm.compact_memory", 1)
-    free = hugepages_free()
+    free = sysctl.hugepages_free()
     if free < 128 and not sysctl.reserve_hugepages(128 - free):
-        pytest.fail(f"devmem.py needs 128 free huge pages; the guest has {hugepages_free()}")
-
-
-def hugepages_free() -> int:
-    with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("HugePages_Free:"))
+        pytest.fail(f"devmem.py needs 128 free huge pages; the guest has {sysctl.hugepages_free()}")
 
 
 def _ping_lab(nic):

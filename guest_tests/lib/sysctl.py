@@ -38,3 +38,9 @@ def reserve_hugepages(count: int) -> bool:
     old = int(read("vm.nr_hugepages"))
     set_for_test("vm.nr_hugepages", old + count)
     return int(read("vm.nr_hugepages")) >= old + count
+
+
+def hugepages_free() -> int:
+    """Huge pages in the pool that nothing uses (HugePages_Free of /proc/meminfo)."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("HugePages_Free:"))

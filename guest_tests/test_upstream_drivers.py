@@ -178,10 +178,6 @@ NO_IRQ = (
     "have no interrupt of their own (the lower device's rx_handler schedules them), so "
     "napi-get carries no irq attribute (KeyError: 'irq')"
 )
-NO_NETMEM_TX = (
-    "devmem TX: bind-tx answers 'Driver does not support netmem TX'; zcnic transmits through "
-    "the lower device's dev_queue_xmit(), which cannot read dma-buf frags (no netmem_tx)"
-)
 # cases whose upstream failure says the machine is too slow for them (TCG): they xfail
 # when that is the failure, and pass or fail as upstream says otherwise (on KVM)
 TOO_SLOW = {
@@ -207,17 +203,16 @@ NOT_HERE = {
         for l4 in ("tcp", "udp")
         for l3 in "46"
     },
-    ("hw/devmem.py", "check_tx"): NO_NETMEM_TX,
-    ("hw/devmem.py", "check_tx_chunks"): NO_NETMEM_TX,
 }
 
 
 def _gro_lab(nic):
     """What gro.py takes from upstream's drivers/net/config that a distribution kernel
     leaves to modules, and from a NIC's port: PPPoE's GRO handler registers when pppoe.ko
-    loads (CONFIG_PPPOE=y upstream), and large_* raise zc0's MTU to 4096, which zcnic
-    takes only up to its lower device's."""
-    sh("modprobe pppoe")
+    loads (CONFIG_PPPOE=y upstream, and in the lab's kconfigs), and large_* raise zc0's MTU
+    to 4096, which zcnic takes only up to its lower device's."""
+    if not os.path.exists("/proc/net/pppoe"):  # built in: nothing to load
+        sh("modprobe pppoe")
     nic.lower_mtu(9000)
 
 

@@ -1,14 +1,17 @@
 """Devmem TCP on zcnic: a udmabuf bound to an RX queue with netdev bind-rx, a flow steered
 there arrives as SCM_DEVMEM_DMABUF frags that zcnic's emulated DMA wrote into the dma-buf
 (read back through the memfd's mapping), tokens go back with SO_DEVMEM_DONTNEED, and
-closing the netlink socket unbinds. Error paths with the kernel's errnos.
-The receive side follows upstream's ncdevmem (drivers/net/hw/devmem.py), in Python.
+closing the netlink socket unbinds. Transmit: a udmabuf bound with bind-tx, sendmsg
+(MSG_ZEROCOPY) of offsets into it, which zcnic's emulated DMA reads out. Error paths with
+the kernel's errnos. Both sides follow upstream's ncdevmem (drivers/net/hw/devmem.py), in
+Python.
 Runs in the guest (guest_tests/agent.py) on guest_tests/lib/nic.py's NicEnv.
 """
 
 import errno
 import os
 import socket
+import struct
 
 import pytest
 
@@ -19,19 +22,23 @@ from guest_tests.lib.devmem import (
     dontneed,
     ranges,
     recv_devmem,
+    send_devmem,
+    zerocopy_completions,
 )
 from guest_tests.lib.flow import tcp_flow
-from guest_tests.lib.nic import MODES, frame_share
-from guest_tests.lib.peer import accept
+from guest_tests.lib.nic import ADDR, FAMILY, MODES, frame_share, port_for
+from guest_tests.lib.peer import Sink, accept
 from guest_tests.zcrx import PAGE_SIZE
 from guest_tests.zcrx.dmabuf import Udmabuf
-from guest_tests.zcrx.util import pinned_pages, wait_pins
+from guest_tests.zcrx.util import pattern, pinned_pages, sha256, wait_pins
 
 pytestmark = [pytest.mark.zcnic, pytest.mark.in_guest]
 
 MiB = 1 << 20
 AREA = 1024 * PAGE_SIZE
 BOUND_EXISTS = "designated queue already memory provider bound"  # netif_mp_open_rxq()'s extack
+SO_ZEROCOPY = 60
+NO_NETMEM_TX = "Driver does not support netmem TX"  # netdev_nl_bind_tx_doit()'s extack
 
 
 def udmabuf(size=AREA) -> Udmabuf:
@@ -248,6 +255,153 @@ def test_dontneed_bogus_tokens(nic):
 def errno_of_dontneed(sock, tokens=(), raw=None):
     try:
         dontneed(sock, tokens, raw=raw)
+        return 0
+    except OSError as e:
+        return e.errno
+
+
+def tx_socket(family, port, zerocopy=True):
+    """A TCP socket connected to a Sink in netns `remote` on `port` (over zc0), with
+    SO_ZEROCOPY set unless not `zerocopy`; (socket, sink), both gone after the test."""
+    sink = Sink(family, port)
+    defer(sink.kill)
+    sock = socket.socket(FAMILY[family], socket.SOCK_STREAM)
+    defer(sock.close)
+    if zerocopy:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+    sock.settimeout(60)
+    sock.connect((ADDR[family][1], port))
+    sock.settimeout(None)  # blocking again: send_devmem() calls sendmsg() itself
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("=qq", 60, 0))
+    return sock, sink
+
+
+def tx_calls(start, size, call=48 << 10, iovs=3):
+    """sendmsg() calls covering dma-buf bytes [start, start + size): `iovs` spans of
+    unequal length per call, so iovs and frags start at odd offsets and cross pages."""
+    calls, off, end = [], start, start + size
+    while off < end:
+        spans, left = [], min(call, end - off)
+        for i in range(iovs):
+            n = left if i == iovs - 1 else min(left, (left // iovs) + 1000 * i + 7)
+            if n:
+                spans.append((off, n))
+                off, left = off + n, left - n
+        calls.append(spans)
+    return calls
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_devmem_tx_zero_copy(nic, family):
+    """bind-tx of a 4 MiB udmabuf to zc0 (an id back), 2 MiB of pattern bytes written at
+    offset 123 of its memfd and sent with sendmsg(MSG_ZEROCOPY, SCM_DEVMEM_DMABUF) in
+    calls of three iovs that name offsets into the dma-buf: each call sends all it was
+    given; the receiver in netns remote gets exactly those 2 MiB (zcnic's emulated DMA
+    read them out of the net_iovs at their DMA addresses; the kernel has no CPU mapping
+    of them). The error queue completes every call, as zero-copy (no
+    SO_EE_CODE_ZEROCOPY_COPIED). Once the binding's socket and the udmabuf are closed,
+    its pages are unpinned."""
+    pins0 = pinned_pages()
+    area = udmabuf()
+    data = pattern(2 * MiB, seed=7)
+    area.write(123, data)
+    binding = nic.bind_tx(area.fd)
+    assert binding.err == 0, (errno.errorcode.get(binding.err), binding.extack)
+    sock, sink = tx_socket(family, port_for(7))
+    calls = tx_calls(123, len(data))
+    sent = [send_devmem(sock, binding.id, spans) for spans in calls]
+    sock.shutdown(socket.SHUT_WR)
+    done = zerocopy_completions(sock, len(calls))
+    got = sink.result()
+    sock.close()
+    binding.close()
+    area.close()
+    assert sent == [sum(n for _, n in spans) for spans in calls]
+    assert got == {"received": len(data), "sha256": sha256(data), "errno": 0}, got
+    assert sorted(first for first, _, _ in done) == [first for first, _, _ in done], done
+    covered = [i for first, last, _ in done for i in range(first, last + 1)]
+    assert covered == list(range(len(calls))), f"completions {done} for {len(calls)} calls"
+    assert not any(copied for _, _, copied in done), f"the kernel copied: {done}"
+    assert wait_pins(pins0)[0] == pins0, "the udmabuf's pages are still pinned"
+
+
+def test_devmem_tx_refusals(nic):
+    """sendmsg() of dma-buf bytes that the kernel must refuse, each before a byte goes out:
+    without MSG_ZEROCOPY, and without SO_ZEROCOPY on the socket, EINVAL (tcp_sendmsg_locked:
+    a dmabuf cmsg needs zero-copy); an RX binding's id, EINVAL (no TX vector); a span past
+    the dma-buf's end, EFAULT (net_devmem_get_niov_at); the TX binding on a socket routed
+    over lo, ENODEV (its DMA addresses are zc0's). The receiver got nothing, and a send
+    that follows on the same socket arrives whole."""
+    area = udmabuf()
+    area.write(0, pattern(PAGE_SIZE, seed=3))
+    tx = nic.bind_tx(area.fd)
+    rx = nic.bind_rx(udmabuf().fd, [1])
+    assert tx.err == 0 and rx.err == 0, (tx.extack, rx.extack)
+    sock, sink = tx_socket("ipv4", port_for(3))
+    plain, _ = tx_socket("ipv4", port_for(4), zerocopy=False)
+    local = socket.create_server(("127.0.0.1", 0))
+    defer(local.close)
+    over_lo = socket.create_connection(local.getsockname())
+    defer(over_lo.close)
+    over_lo.setsockopt(socket.SOL_SOCKET, SO_ZEROCOPY, 1)
+    refused = {
+        "no MSG_ZEROCOPY": errno_of_send(sock, tx.id, [(0, 100)], flags=0),
+        "no SO_ZEROCOPY": errno_of_send(plain, tx.id, [(0, 100)]),
+        "RX binding": errno_of_send(sock, rx.id, [(0, 100)]),
+        "past the end": errno_of_send(sock, tx.id, [(AREA, 100)]),
+        "over lo": errno_of_send(over_lo, tx.id, [(0, 100)]),
+    }
+    sent = send_devmem(sock, tx.id, [(0, PAGE_SIZE)])
+    sock.shutdown(socket.SHUT_WR)
+    got = sink.result()
+    assert refused == {
+        "no MSG_ZEROCOPY": errno.EINVAL,
+        "no SO_ZEROCOPY": errno.EINVAL,
+        "RX binding": errno.EINVAL,
+        "past the end": errno.EFAULT,
+        "over lo": errno.ENODEV,
+    }, {k: errno.errorcode.get(v, v) for k, v in refused.items()}
+    assert sent == PAGE_SIZE
+    assert got == {"received": PAGE_SIZE, "sha256": sha256(area.read(0, PAGE_SIZE)), "errno": 0}, got
+
+
+def test_bind_tx_needs_netmem_tx(nic):
+    """bind-tx to lo, which cannot transmit net_iovs (netmem_tx none), fails EOPNOTSUPP with
+    the extack saying so; bind-tx of a memfd to zc0 fails EINVAL (not a dma-buf)."""
+    area = udmabuf()
+    lo = nic.bind_tx(area.fd, ifindex=socket.if_nametoindex("lo"))
+    memfd = nic.bind_tx(area.memfd)
+    assert (lo.err, lo.extack.get("msg")) == (errno.EOPNOTSUPP, NO_NETMEM_TX), lo.extack
+    assert memfd.err == errno.EINVAL, errno.errorcode.get(memfd.err)
+
+
+def test_devmem_tx_id_gone_after_unbind(nic):
+    """A bind-tx binding ends when its netlink socket closes (freed later, once the sent
+    frags are back): with the udmabuf closed too, its pages are unpinned once the binding
+    let go of the dma-buf, and sendmsg() with the binding's id then fails EINVAL (no
+    binding of that id), on the socket that sent 1000 bytes with it before."""
+    pins0 = pinned_pages()
+    area = udmabuf()
+    tx = nic.bind_tx(area.fd)
+    assert tx.err == 0, tx.extack
+    sock, sink = tx_socket("ipv4", port_for(5))
+    before = send_devmem(sock, tx.id, [(0, 1000)])
+    done = zerocopy_completions(sock, 1)
+    tx.close()
+    area.close()
+    pins, _ = wait_pins(pins0)
+    after = errno_of_send(sock, tx.id, [(0, 1000)])
+    sock.shutdown(socket.SHUT_WR)
+    got = sink.result()
+    assert (before, done) == (1000, [(0, 0, False)]), done
+    assert pins == pins0, "the udmabuf's pages are still pinned after the unbind"
+    assert after == errno.EINVAL, errno.errorcode.get(after, after)
+    assert got["received"] == 1000 and got["errno"] == 0, got
+
+
+def errno_of_send(sock, dmabuf_id, spans, **kw):
+    try:
+        send_devmem(sock, dmabuf_id, spans, **kw)
         return 0
     except OSError as e:
         return e.errno

@@ -7,7 +7,9 @@
  * frame and hands it to zcnic's "hardware", which steers it to one of its
  * RX queues (ntuple rules, then RSS) and "DMAs" it into buffers posted from
  * that queue's page pool, splitting TCP headers from payload when
- * tcp-data-split is on.  TX is forwarded to the lower device.
+ * tcp-data-split is on.  TX is forwarded to the lower device; frames whose
+ * payload is in dma-buf net_iovs (devmem TCP TX) are first read out at
+ * their DMA addresses, as the NIC's DMA engine would.
  *
  *   ip link add zc0 link eth1 type zcnic
  *   ethtool -G zc0 tcp-data-split on hds-thresh 0
@@ -1573,13 +1575,88 @@ static int zcnic_stop(struct net_device *dev)
 	return 0;
 }
 
+/*
+ * Emulated DMA read for netmem TX (devmem TCP, NETMEM_TX_DMA): an
+ * unreadable skb's payload sits in dma-buf net_iovs the CPU has no address
+ * for.  The "hardware" reads each frag at its DMA address (dma_to_phys(),
+ * as zcnic_dma_write() does for RX) into a readable copy for the lower
+ * device.  The caller then frees the original, which ends the sender's
+ * MSG_ZEROCOPY notification as a real TX completion does.
+ */
+static struct sk_buff *zcnic_dma_read_skb(struct zcnic_priv *priv,
+					  struct sk_buff *skb)
+{
+	struct device *dma_dev = &priv->fdev->dev;
+	unsigned int headroom = skb_headroom(skb);
+	unsigned int hlen = skb_headlen(skb);
+	unsigned int pos = hlen, done, n;
+	struct sk_buff *nskb;
+	phys_addr_t phys;
+	int i, err;
+	void *va;
+
+	nskb = alloc_skb_with_frags(headroom + hlen, skb->data_len,
+				    PAGE_ALLOC_COSTLY_ORDER, &err, GFP_ATOMIC);
+	if (!nskb)
+		return NULL;
+	skb_reserve(nskb, headroom);
+	skb_put(nskb, hlen);
+	nskb->len += skb->data_len;
+	nskb->data_len = skb->data_len;
+	/* the headroom too: __copy_skb_header() keeps header offsets from head */
+	memcpy(nskb->head, skb->head, headroom + hlen);
+	skb_copy_header(nskb, skb);
+	nskb->unreadable = false;	/* copied from skb: the frags are pages */
+
+	for (i = 0; i < skb_shinfo(skb)->nr_frags; i++) {
+		const skb_frag_t *frag = &skb_shinfo(skb)->frags[i];
+		unsigned int size = skb_frag_size(frag);
+
+		if (skb_frag_is_net_iov(frag))
+			phys = dma_to_phys(dma_dev,
+					   skb_frag_dma_map(dma_dev, frag));
+		else
+			phys = page_to_phys(skb_frag_page(frag)) +
+			       skb_frag_off(frag);
+		for (done = 0; done < size; done += n) {
+			n = min_t(unsigned int, size - done,
+				  PAGE_SIZE - offset_in_page(phys + done));
+			if (!pfn_valid(PHYS_PFN(phys + done)))
+				goto fault;
+			va = kmap_local_pfn(PHYS_PFN(phys + done));
+			err = skb_store_bits(nskb, pos + done,
+					     va + offset_in_page(phys + done), n);
+			kunmap_local(va);
+			if (err)
+				goto fault;
+		}
+		pos += size;
+	}
+	return nskb;
+
+fault:
+	kfree_skb(nskb);
+	return NULL;
+}
+
 static netdev_tx_t zcnic_start_xmit(struct sk_buff *skb,
 				    struct net_device *dev)
 {
 	struct zcnic_priv *priv = netdev_priv(dev);
 	unsigned int len = skb->len;
+	struct sk_buff *nskb;
 	int ret;
 
+	if (!skb_frags_readable(skb)) {
+		nskb = zcnic_dma_read_skb(priv, skb);
+		if (!nskb) {
+			dev_dstats_tx_dropped(dev);
+			kfree_skb(skb);
+			return NETDEV_TX_OK;
+		}
+		dev_consume_skb_any(skb);
+		skb = nskb;
+	}
 	skb->dev = priv->lower;
 	ret = dev_queue_xmit(skb);
 	if (likely(dev_xmit_complete(ret)))
@@ -2228,6 +2305,8 @@ static void zcnic_setup(struct net_device *dev)
 			   NETIF_F_GSO_SOFTWARE | NETIF_F_RXCSUM |
 			   NETIF_F_RXHASH | NETIF_F_NTUPLE;
 	dev->features = dev->hw_features;
+	/* TX from dma-buf net_iovs, read by the emulated DMA engine */
+	dev->netmem_tx = NETMEM_TX_DMA;
 }
 
 static int zcnic_validate(struct nlattr *tb[], struct nlattr *data[],

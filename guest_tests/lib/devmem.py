@@ -2,9 +2,12 @@
 ncdevmem.c): recvmsg(MSG_SOCK_DEVMEM) returns the payload that sits in a dma-buf as
 SCM_DEVMEM_DMABUF cmsgs (struct dmabuf_cmsg: where in the dma-buf, how long, a token), the
 payload the kernel copied as SCM_DEVMEM_LINEAR cmsgs plus the bytes in the buffer;
-setsockopt(SO_DEVMEM_DONTNEED) with struct dmabuf_token ranges gives frags back."""
+setsockopt(SO_DEVMEM_DONTNEED) with struct dmabuf_token ranges gives frags back. And
+transmit: sendmsg(MSG_ZEROCOPY) with an SCM_DEVMEM_DMABUF cmsg sends dma-buf bytes, and
+the error queue says when the NIC is done with them."""
 
 import ctypes
+import select
 import socket
 import struct
 import time
@@ -128,3 +131,71 @@ def recv_devmem(sock, read_dmabuf, size, keep=False, bufsize=1 << 16, timeout=60
         if not keep and new:
             give_back(sock, new, st)
     return st
+
+
+# devmem TCP transmit (ncdevmem's do_client): the payload is named by offsets into a
+# dma-buf bound with netdev bind-tx, not by user memory
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_Iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+CMSGHDR = struct.Struct("=Qii")  # cmsg_len, cmsg_level, cmsg_type (x86_64)
+MSG_ZEROCOPY = 0x4000000
+SO_EE_ORIGIN_ZEROCOPY = 5  # include/uapi/linux/errqueue.h
+SO_EE_CODE_ZEROCOPY_COPIED = 1
+SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")  # errno, origin, type, code, pad, info, data
+RECVERR = {(socket.IPPROTO_IP, 11), (socket.IPPROTO_IPV6, 25)}  # IP_RECVERR, IPV6_RECVERR
+
+
+def send_devmem(sock, dmabuf_id: int, spans, flags=MSG_ZEROCOPY) -> int:
+    """sendmsg() of the dma-buf's bytes at (offset, length) `spans`, with an
+    SCM_DEVMEM_DMABUF cmsg naming the bind-tx binding `dmabuf_id`: the kernel takes each
+    iov_base as an offset into the dma-buf (net_devmem_get_niov_at()). Bytes sent."""
+    iov = (_Iovec * len(spans))(*[_Iovec(off, n) for off, n in spans])
+    data = struct.pack("=I", dmabuf_id)
+    cmsg = CMSGHDR.pack(CMSGHDR.size + len(data), socket.SOL_SOCKET, SCM_DEVMEM_DMABUF) + data
+    control = ctypes.create_string_buffer(cmsg, socket.CMSG_SPACE(len(data)))
+    msg = _Msghdr(None, 0, iov, len(spans), ctypes.cast(control, ctypes.c_void_p), len(control), 0)
+    libc.sendmsg.restype = ctypes.c_ssize_t
+    ret = libc.sendmsg(sock.fileno(), ctypes.byref(msg), flags)
+    if ret < 0:
+        raise oserror(ctypes.get_errno())
+    return ret
+
+
+def zerocopy_completions(sock, sends: int, timeout=30.0) -> list:
+    """MSG_ZEROCOPY notifications from the socket's error queue until they cover `sends`
+    sendmsg() calls (or `timeout`): [(first, last, copied)] per notification, the range of
+    calls it completes and whether the kernel copied instead (SO_EE_CODE_ZEROCOPY_COPIED).
+    Other errors on the queue come back as ('errno', origin, errno)."""
+    out, done = [], 0
+    deadline = time.monotonic() + timeout
+    while done < sends and time.monotonic() < deadline:
+        if not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        try:
+            _, anc, _, _ = sock.recvmsg(0, socket.CMSG_SPACE(64), socket.MSG_ERRQUEUE)
+        except BlockingIOError:
+            continue
+        for level, kind, raw in anc:
+            if (level, kind) not in RECVERR:
+                continue
+            err, origin, _, code, _, first, last = SOCK_EXTENDED_ERR.unpack(raw[: SOCK_EXTENDED_ERR.size])
+            if origin != SO_EE_ORIGIN_ZEROCOPY or err:
+                out.append(("errno", origin, err))
+                continue
+            out.append((first, last, bool(code & SO_EE_CODE_ZEROCOPY_COPIED)))
+            done += last - first + 1
+    return out

@@ -470,6 +470,13 @@ class NicEnv:
         defer(binding.close)
         return binding
 
+    def bind_tx(self, fd: int, ifindex=None) -> "Binding":
+        """netdev bind-tx of dma-buf `fd` to zc0 (or `ifindex`), as bind_rx() does: the
+        binding's .id goes into sendmsg()'s SCM_DEVMEM_DMABUF cmsg."""
+        binding = Binding(self.nl, self.ifindex if ifindex is None else ifindex, fd, None)
+        defer(binding.close)
+        return binding
+
     def xdp_prog(self, frags=True) -> int:
         """`return XDP_PASS` loaded with bpf(); its fd, closed after the test."""
         fd = xdp_pass_prog(frags)
@@ -515,17 +522,21 @@ class Rx:
 
 
 class Binding:
-    """A devmem RX binding (netdev bind-rx) held by its own netlink socket; the kernel
-    unbinds when that socket closes. A refused request closes it at once."""
+    """A devmem binding held by its own netlink socket: bind-rx to `queues`, or bind-tx
+    (queues None); the kernel unbinds when that socket closes. A refused request closes
+    it at once."""
 
     def __init__(self, nl, ifidx, fd, queues, page_size=None):
         self.sock = nl.socket("netdev")
-        req = {"ifindex": ifidx, "fd": fd, "queues": [{"type": "rx", "id": q} for q in queues]}
+        req = {"ifindex": ifidx, "fd": fd}
+        if queues is not None:
+            req["queues"] = [{"type": "rx", "id": q} for q in queues]
         if page_size is not None:
             req["rx-page-size"] = page_size
         self.err, self.extack, self.id = 0, {}, None
         try:
-            self.id = self.sock.bind_rx(req)["id"]
+            bind = self.sock.bind_tx if queues is None else self.sock.bind_rx
+            self.id = bind(req)["id"]
         except nl.NlError as e:
             self.err, self.extack = e.error, dict(e.nl_msg.extack or {})
             self.close()

@@ -1,5 +1,7 @@
-"""A TCP sender in netns "remote" for the zcnic tests (guest side)."""
+"""TCP ends in netns "remote" for the zcnic tests (guest side): a sender, and a receiver
+that reports what it got."""
 
+import hashlib
 import json
 import os
 import select
@@ -20,8 +22,7 @@ class Peer:
         self.res_r, res_w = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # child
-            os.close(self.go_w)
-            os.close(self.res_r)
+            _close_inherited(keep={go_r, res_w})
             try:
                 res = _peer_main(family, port, size, seed, chunk, endless, go_r)
             except BaseException as e:  # noqa: BLE001 - reported to the parent
@@ -66,6 +67,19 @@ class Peer:
             os.close(self.go_w)
 
 
+def _close_inherited(keep):
+    """In a forked end: close every descriptor of the test's but `keep` (and stdio). A
+    dma-buf, memfd, ring or netlink socket the child still held would outlive the test's
+    close() of it: a devmem binding would stay bound, an area pinned."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:  # the listing's own descriptor, gone already
+                pass
+
+
 def _peer_main(family, port, size, seed, chunk, endless, go_r):
     with open(f"/run/netns/{NETNS}") as f:
         os.setns(f.fileno(), os.CLONE_NEWNET)
@@ -91,6 +105,70 @@ def _peer_main(family, port, size, seed, chunk, endless, go_r):
     finally:
         s.close()
     return {"sent": sent, "errno": 0, "secs": round(time.monotonic() - t0, 2)}
+
+
+class Sink:
+    """A TCP receiver in netns `remote`: a forked child that listens on the remote address
+    and `port`, takes one connection and reads it to EOF. result() is what it got:
+    {"received": bytes, "sha256": of them, "errno": 0 or a failed call's}."""
+
+    def __init__(self, family, port, timeout=60.0):
+        ready_r, ready_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # child
+            _close_inherited(keep={ready_w, res_w})
+            try:
+                res = _sink_main(family, port, timeout, ready_w)
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                res = {"error": repr(e)}
+            os.write(res_w, json.dumps(res).encode())
+            os._exit(0)
+        os.close(ready_w)
+        os.close(res_w)
+        ready = select.select([ready_r], [], [], timeout)[0] and os.read(ready_r, 1)
+        os.close(ready_r)
+        if not ready:
+            raise RuntimeError(f"the receiver in netns {NETNS} never listened: {self.result(5)}")
+
+    def result(self, timeout=60.0):
+        got = b""
+        if select.select([self.res_r], [], [], timeout)[0]:
+            got = os.read(self.res_r, 65536)
+        self.kill()
+        return json.loads(got) if got else {"error": "receiver gave no result"}
+
+    def kill(self):
+        if self.pid:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = 0
+            os.close(self.res_r)
+
+
+def _sink_main(family, port, timeout, ready_w):
+    with open(f"/run/netns/{NETNS}") as f:
+        os.setns(f.fileno(), os.CLONE_NEWNET)
+    lst = socket.socket(FAMILY[family], socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((ADDR[family][1], port))
+    lst.listen(1)
+    lst.settimeout(timeout)
+    os.write(ready_w, b"r")
+    received, digest = 0, hashlib.sha256()
+    try:
+        conn, _ = lst.accept()
+        conn.settimeout(timeout)
+        while chunk := conn.recv(1 << 16):
+            received += len(chunk)
+            digest.update(chunk)
+        conn.close()
+    except OSError as e:
+        return {"received": received, "sha256": digest.hexdigest(), "errno": e.errno or -1}
+    return {"received": received, "sha256": digest.hexdigest(), "errno": 0}
 
 
 def listener(family, port=0):

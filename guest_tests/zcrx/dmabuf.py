@@ -40,6 +40,12 @@ class Udmabuf:
             raise ValueError(f"[{offset}, {offset + size}) is outside the {self.size}-byte dma-buf")
         return ctypes.string_at(self.addr + offset, size)
 
+    def write(self, offset: int, data: bytes) -> None:
+        """Put `data` at `offset` of the dma-buf, through the memfd's mapping."""
+        if offset < 0 or offset + len(data) > self.size:
+            raise ValueError(f"[{offset}, {offset + len(data)}) is outside the {self.size}-byte dma-buf")
+        ctypes.memmove(self.addr + offset, data, len(data))
+
     def close(self):
         if self.addr:
             munmap(self.addr, self.size)

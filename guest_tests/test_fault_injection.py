@@ -231,3 +231,80 @@ def test_zcnic_register_fails_cleanly_at_every_allocation(nic, area, mode):
     assert again["final"] == 0 and again["bytes"] == again["sent"] and again["match"], again
     assert again["stats"]["copy_count"] == 0, again["stats"]
     assert again["bound_after"] == [] and again["pins_after"] == 0, again
+
+
+def xa_alloc_injector() -> failnth.FailSlabUnder:
+    """failslab under __xa_alloc for the test's thread; a skip where the kernel cannot."""
+    reason = failnth.missing()
+    if reason:
+        pytest.skip(reason)
+    if not os.path.exists(f"{failnth.DEBUGFS}/failslab/require-start"):
+        pytest.skip(
+            f"kernel {os.uname().release} has no fault injection stack trace filter "
+            "(CONFIG_FAULT_INJECTION_STACKTRACE_FILTER): failslab cannot be held to __xa_alloc"
+        )
+    try:
+        return failnth.FailSlabUnder("__xa_alloc")
+    except LookupError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.nodev
+@pytest.mark.parametrize("times,expected", [(1, 0), (2, errno.ENOMEM)])
+def test_nodev_register_when_the_rings_id_cannot_be_allocated(nodev, times, expected):
+    """A ring's first ifq allocates the node of the ring's xarray of ifqs (traced on
+    7.3.4: kmem_cache_alloc_lru from xas_alloc under __xa_alloc, in the registration of
+    id 0; later ids reuse it). xa_alloc() tries it GFP_NOWAIT under the xa_lock, then
+    GFP_KERNEL (__xas_nomem). With both failing (failslab under __xa_alloc, times 2)
+    IORING_REGISTER_ZCRX_IFQ fails ENOMEM before it imports the area (io_register_zcrx's
+    `goto ifq_free`): nothing pinned or charged. With only the first failing the retry
+    takes over and the ifq registers as id 0. Then the next registration gets the next id
+    (a failure took none) and receives 64 KiB intact."""
+    inject = xa_alloc_injector()
+    pins, pinned_vm = nodev.pins(), nodev.pinned_vm()
+    ring = nodev.ring(8, cq_entries=512)
+    first = ZcrxArgs(rq_entries=64, area_len=AREA)
+    defer(first.close)
+    out, injected = inject.call(lambda: ring.register(U.IORING_REGISTER_ZCRX_IFQ, first.reg), times)
+    err = out.errno if isinstance(out, OSError) else 0
+    left = pins_check(pins, pinned_vm)() if err else ""
+    ids = [first.reg.zcrx_id] if not err else []
+    after = ring.register_zcrx(rq_entries=64, area_len=AREA)
+    res, intact = nodev.receive(ring, after, 64 << 10)
+    assert injected == times, f"failslab injected {injected} of {times} failures under __xa_alloc"
+    assert err == expected, f"{errno.errorcode.get(err, err)}, not {errno.errorcode.get(expected, expected)}"
+    assert not left, f"left behind by the failed registration: {left}"
+    assert ids + [after.id] == list(range(len(ids) + 1)), (ids, after.id)
+    assert intact and len(res.data) == 64 << 10, f"{len(res.data)} bytes, intact: {intact}"
+
+
+@pytest.mark.nodev
+def test_nodev_import_when_the_rings_id_cannot_be_allocated(nodev):
+    """ZCRX_REG_IMPORT into a fresh ring allocates the node of that ring's xarray of ifqs
+    for id 0: both of xa_alloc()'s attempts failing (failslab under __xa_alloc), the
+    import fails ENOMEM (import_zcrx's `goto err`) and gives back the references it took
+    on the exported ifq: closing the exporter's ring and the export fd then unpins the
+    exporter's area although the importing ring lives on. Then an import into that ring
+    succeeds, as id 0."""
+    inject = xa_alloc_injector()
+    pins = nodev.pins()
+    exporter = nodev.ring(8)
+    zcrx = exporter.register_zcrx(rq_entries=64, region="kernel", area_len=AREA)
+    fd = zcrx.export()
+    close_fd = defer(os.close, fd)
+    importer = nodev.ring(8)
+    held = nodev.pins()
+    out, injected = inject.call(lambda: importer.import_zcrx(fd), 2)
+    err = out.errno if isinstance(out, OSError) else 0
+    close_fd.exec()
+    nodev.close(exporter)
+    left = wait_pins(pins)[0] - pins
+    exporter2 = nodev.ring(8)
+    fd2 = exporter2.register_zcrx(rq_entries=64, region="kernel", area_len=AREA).export()
+    defer(os.close, fd2)
+    imported = importer.import_zcrx(fd2)
+    assert injected == 2, f"failslab injected {injected} of 2 failures under __xa_alloc"
+    assert err == errno.ENOMEM, errno.errorcode.get(err, err)
+    assert held - pins == AREA // PAGE_SIZE, f"the exporter pins {held - pins} pages"
+    assert left == 0, f"{left} pages pinned with the exporter closed: the failed import kept its area"
+    assert imported.id == 0, imported.id

@@ -190,6 +190,15 @@ TOO_SLOW = {
         for l4 in ("tcp", "udp")
         for l3 in "46"
     },
+    **{
+        ("hw/devmem.py", case): (
+            "Waiting for port listen timed out",
+            "ncdevmem sets up the NIC (channels, header split, a flow rule, RSS) and binds the "
+            "dma-buf before it listens; on the debug kernel under TCG that took longer than "
+            "the 5 s wait_port_listen() gives it",
+        )
+        for case in ("check_rx", "check_rx_hds")
+    },
     ("hw/pp_alloc_fail.py", "test_pp_alloc"): (
         "Traffic seems low",
         "needs 4000 rx packets/s of iperf3 traffic before it injects page pool allocation "

@@ -1,4 +1,5 @@
-"""Kernel fault injection in the test's own thread: /proc/thread-self/fail-nth.
+"""Kernel fault injection in the test's own thread: /proc/thread-self/fail-nth, and
+failslab filtered to the thread and to one kernel function (FailSlabUnder).
 
 Writing N there makes the Nth fault-injection point this thread passes in the kernel
 fail, once, and no other (Documentation/fault-injection/fault-injection.rst; syzkaller
@@ -125,3 +126,57 @@ class FailNth:
         finally:
             gc.enable()
         return out, left == 0
+
+
+class FailSlabUnder:
+    """failslab for the calling thread (task-filter, /proc/thread-self/make-it-fail), for
+    slab allocations made under one kernel function (the stack trace filter's require
+    range): `call(fn, times)` fails the first `times` of them, each allocation a retry
+    makes included. fail-nth cannot do that: it fails one point per call, so an
+    allocation retried after a failure (xa_alloc's node: GFP_NOWAIT under the xa_lock,
+    then GFP_KERNEL in __xas_nomem()) always succeeds the second time."""
+
+    def __init__(self, symbol: str):
+        self.symbol = symbol
+        extent = _text_extent(symbol)
+        if extent is None:
+            raise LookupError(f"{symbol} is not in /proc/kallsyms (or addresses are hidden)")
+        settings = {
+            "failslab/ignore-gfp-wait": "N",
+            "failslab/verbose": "1",
+            "failslab/task-filter": "Y",
+            "failslab/interval": "1",
+            "failslab/space": "0",
+            "failslab/require-start": hex(extent[0]),
+            "failslab/require-end": hex(extent[1]),
+            "failslab/times": "0",
+            "failslab/probability": "0",
+        }
+        for name, value in settings.items():
+            path = f"{DEBUGFS}/{name}"
+            with open(path) as f:
+                old = f.read().strip()
+            _write(path, value)
+            defer(_write, path, old)
+
+    def call(self, fn, times: int):
+        """fn() with the first `times` slab allocations under the symbol failing: (its
+        value or the OSError it raised, how many failures the kernel injected)."""
+        _write(f"{DEBUGFS}/failslab/times", str(times))
+        _write(f"{DEBUGFS}/failslab/probability", "100")
+        gc.disable()  # nothing of Python's own between arming and the call (see FailNth)
+        try:
+            _write("/proc/thread-self/make-it-fail", "1")
+            try:
+                out = fn()
+            except OSError as exc:
+                out = exc
+            finally:
+                _write("/proc/thread-self/make-it-fail", "0")
+        finally:
+            gc.enable()
+            _write(f"{DEBUGFS}/failslab/probability", "0")
+            with open(f"{DEBUGFS}/failslab/times") as f:
+                left = int(f.read())
+            _write(f"{DEBUGFS}/failslab/times", "0")
+        return out, times - left

@@ -75,7 +75,9 @@ class Ssh:
                 return
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
-                time.sleep(0.1)
+                # once init is done the server is a few exec()s away: its first
+                # listen() should not wait out a long pause (each try is a reset at once)
+                time.sleep(0.02 if guest_up() else 0.1)
         raise GuestTimeout(f"the SSH server did not answer: {last}")
 
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:

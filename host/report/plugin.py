@@ -476,8 +476,14 @@ def pytest_runtest_call(item):
     dmesg, console, crashed = lab.collect(item, crashed)
     found = splat.scan(dmesg) or splat.scan(console)
     found, error = _expected_warnings(item, found, error, crashed)
-    if found:
-        lab.charged[item.nodeid] = [str(s) for s in found]
+    known = [(s, bug) for s in found if (bug := splat.known_bug(s))]
+    found = [s for s in found if not splat.known_bug(s)]
+    if known or found:
+        lab.charged[item.nodeid] = [f"known kernel bug ({b.name}): {s}" for s, b in known]
+        lab.charged[item.nodeid] += [str(s) for s in found]
+    if known:
+        text = "\n\n".join(f"{b.name}: {b.analysis}\n{s.excerpt}" for s, b in known)
+        item.add_report_section("call", "known kernel bug", text)
     if crashed:
         why = "the guest died" if not vm.alive() else f"the guest hung ({error})"
         vm.kill()  # restarted by the next test's guest fixture
@@ -488,6 +494,9 @@ def pytest_runtest_call(item):
         raise pytest.fail.Exception(prefix + splat.summary(found), pytrace=False)
     if error is not None:
         raise error
+    if known:
+        names = "; ".join(f"{b.name}: {b.analysis}" for _, b in known)
+        raise pytest.xfail.Exception(f"a known kernel bug splatted here: {names}")
     return result
 
 

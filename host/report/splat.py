@@ -3,7 +3,8 @@
 A splat is anything a kernel developer would call a test failure: WARNING,
 BUG, Oops, KASAN, UBSAN, kmemleak, lockdep, hung task, RCU stall, soft/hard
 lockup, panic. `scan()` returns them in order, each with the excerpt a
-developer needs (header through end-of-trace, bounded).
+developer needs (header through end-of-trace, bounded). `known_bug()` says whether a
+splat is one of KNOWN_BUGS: a kernel bug outside what the lab tests, analysed.
 """
 
 import re
@@ -126,3 +127,32 @@ def summary(splats: list[Splat], limit: int = 4000) -> str:
     if len(body) > limit:
         body = body[:limit] + "\n[... truncated; full text in the test's dmesg/console files]"
     return f"kernel splat ({len(splats)}): {heads}\n{body}"
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A kernel bug outside what the lab tests, analysed: a test whose only splats are
+    known bugs xfails with the analysis instead of failing (the splat is still charged to
+    it, marked as known, in run.json and the summary)."""
+
+    name: str
+    pattern: str  # searched in the splat's excerpt (header and trace), across lines
+    analysis: str
+
+
+KNOWN_BUGS = [
+    KnownBug(
+        "udmabuf dma_parms",
+        r"at debug_dma_map_sg\+.*begin_cpu_udmabuf",
+        "udmabuf (drivers/dma-buf/udmabuf.c, 7.3.4) maps a dma-buf's sg table for "
+        "DMA_BUF_IOCTL_SYNC on its misc device, which never sets dma_parms: segments of "
+        "physically contiguous memfd pages longer than the default 64 KiB max segment size "
+        "make DMA-API debug warn ('mapping sg segment longer than device claims to support'). "
+        "ncdevmem syncs a udmabuf before it reads; DMA-API debug warns once per boot",
+    ),
+]
+
+
+def known_bug(found: Splat) -> KnownBug | None:
+    """The known kernel bug this splat is, if any."""
+    return next((b for b in KNOWN_BUGS if re.search(b.pattern, found.excerpt, re.S)), None)

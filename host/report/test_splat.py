@@ -7,13 +7,15 @@ kconfigs base+zcrx+debug) with splatgen/splatgen.c loaded (what=kasan in one
 boot; what=lockdep then what=kmemleak in another, since a KASAN report turns
 lock debugging off). kmemleak.log is /sys/kernel/debug/kmemleak after two
 scans, which is what the harness appends to a test's dmesg.
+udmabuf-dma-debug-dmesg.log is a test's dmesg from the debug kernel running
+upstream's hw/devmem.py (a known kernel bug, see splat.KNOWN_BUGS).
 """
 
 from pathlib import Path
 
 import pytest
 
-from host.report.splat import scan, summary
+from host.report.splat import known_bug, scan, summary
 
 LOGS = Path(__file__).parent / "testdata" / "splats"
 
@@ -35,6 +37,7 @@ EXPECTED = {
     "lockdep-dmesg.log": ["lockdep"],
     "kmemleak.log": ["kmemleak"],
     "kmemleak-dmesg.log": ["kmemleak"],
+    "udmabuf-dma-debug-dmesg.log": ["WARNING"],
     "clean-boot.log": [],
     "clean-boot-dmesg.log": [],
 }
@@ -125,3 +128,13 @@ def test_benign_lines_are_not_splats():
         ]
     )
     assert scan(benign) == []
+
+
+def test_known_bug_is_recognised_and_nothing_else_is():
+    """udmabuf-dma-debug-dmesg.log: the debug kernel's DMA-API warning that ncdevmem's
+    DMA_BUF_IOCTL_SYNC on a udmabuf raised (hw/devmem.py check_rx); every other capture
+    is no known bug."""
+    (udmabuf,) = scan(read("udmabuf-dma-debug-dmesg.log"))
+    assert known_bug(udmabuf).name == "udmabuf dma_parms"
+    others = [s for name in EXPECTED if name != "udmabuf-dma-debug-dmesg.log" for s in scan(read(name))]
+    assert others and [s for s in others if known_bug(s)] == []

@@ -12,29 +12,23 @@ from guest_tests.lib.nic import ADDR, FAMILY, NETNS
 from guest_tests.zcrx.util import pattern
 
 
-class Peer:
-    """A TCP sender in netns `remote`: a forked child that connects and sends when start()ed,
-    then waits for the receiver to close. It never touches the parent's io_uring."""
+class _Child:
+    """A forked child that runs main() (in netns `remote`, by its own setns) and reports
+    its dict over a pipe, once: result() reads it, kill() ends the child."""
 
-    def __init__(self, family, port, size, seed=1, chunk=1 << 16, endless=False):
-        self.size, self.seed = size, seed
-        go_r, self.go_w = os.pipe()
+    def _spawn(self, main, keep=()):
         self.res_r, res_w = os.pipe()
+        self._fds = [self.res_r]  # the parent's ends, closed when the child is reaped
         self.pid = os.fork()
         if self.pid == 0:  # child
-            _close_inherited(keep={go_r, res_w})
+            _close_inherited(keep={*keep, res_w})
             try:
-                res = _peer_main(family, port, size, seed, chunk, endless, go_r)
+                res = main()
             except BaseException as e:  # noqa: BLE001 - reported to the parent
                 res = {"error": repr(e)}
             os.write(res_w, json.dumps(res).encode())
             os._exit(0)
-        os.close(go_r)
         os.close(res_w)
-        self.data = None if endless else pattern(size, seed)
-
-    def start(self):
-        os.write(self.go_w, b"g")
 
     def result(self, timeout=60.0):
         chunks, deadline = [], time.monotonic() + timeout
@@ -47,7 +41,7 @@ class Peer:
             chunks.append(b)
         if not chunks:
             self.kill()
-            return {"error": "peer gave no result"}
+            return {"error": f"{type(self).__name__.lower()} gave no result"}
         self._reap()
         return json.loads(b"".join(chunks))
 
@@ -63,8 +57,39 @@ class Peer:
         if self.pid:
             os.waitpid(self.pid, 0)
             self.pid = 0
-            os.close(self.res_r)
-            os.close(self.go_w)
+            for fd in self._fds:
+                os.close(fd)
+
+
+class Peer(_Child):
+    """A TCP sender in netns `remote`: a forked child that connects and sends when start()ed,
+    then waits for the receiver to close. It never touches the parent's io_uring."""
+
+    def __init__(self, family, port, size, seed=1, chunk=1 << 16, endless=False):
+        self.size, self.seed = size, seed
+        go_r, self.go_w = os.pipe()
+        self._spawn(lambda: _peer_main(family, port, size, seed, chunk, endless, go_r), keep={go_r})
+        self._fds.append(self.go_w)
+        os.close(go_r)
+        self.data = None if endless else pattern(size, seed)
+
+    def start(self):
+        os.write(self.go_w, b"g")
+
+
+class Sink(_Child):
+    """A TCP receiver in netns `remote`: a forked child that listens on the remote address
+    and `port`, takes one connection and reads it to EOF. result() is what it got:
+    {"received": bytes, "sha256": of them, "errno": 0 or a failed call's}."""
+
+    def __init__(self, family, port, timeout=60.0):
+        ready_r, ready_w = os.pipe()
+        self._spawn(lambda: _sink_main(family, port, timeout, ready_w), keep={ready_w})
+        os.close(ready_w)
+        ready = select.select([ready_r], [], [], timeout)[0] and os.read(ready_r, 1)
+        os.close(ready_r)
+        if not ready:
+            raise RuntimeError(f"the receiver in netns {NETNS} never listened: {self.result(5)}")
 
 
 def _close_inherited(keep):
@@ -105,48 +130,6 @@ def _peer_main(family, port, size, seed, chunk, endless, go_r):
     finally:
         s.close()
     return {"sent": sent, "errno": 0, "secs": round(time.monotonic() - t0, 2)}
-
-
-class Sink:
-    """A TCP receiver in netns `remote`: a forked child that listens on the remote address
-    and `port`, takes one connection and reads it to EOF. result() is what it got:
-    {"received": bytes, "sha256": of them, "errno": 0 or a failed call's}."""
-
-    def __init__(self, family, port, timeout=60.0):
-        ready_r, ready_w = os.pipe()
-        self.res_r, res_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:  # child
-            _close_inherited(keep={ready_w, res_w})
-            try:
-                res = _sink_main(family, port, timeout, ready_w)
-            except BaseException as e:  # noqa: BLE001 - reported to the parent
-                res = {"error": repr(e)}
-            os.write(res_w, json.dumps(res).encode())
-            os._exit(0)
-        os.close(ready_w)
-        os.close(res_w)
-        ready = select.select([ready_r], [], [], timeout)[0] and os.read(ready_r, 1)
-        os.close(ready_r)
-        if not ready:
-            raise RuntimeError(f"the receiver in netns {NETNS} never listened: {self.result(5)}")
-
-    def result(self, timeout=60.0):
-        got = b""
-        if select.select([self.res_r], [], [], timeout)[0]:
-            got = os.read(self.res_r, 65536)
-        self.kill()
-        return json.loads(got) if got else {"error": "receiver gave no result"}
-
-    def kill(self):
-        if self.pid:
-            try:
-                os.kill(self.pid, 9)
-            except ProcessLookupError:
-                pass
-            os.waitpid(self.pid, 0)
-            self.pid = 0
-            os.close(self.res_r)
 
 
 def _sink_main(family, port, timeout, ready_w):

@@ -1595,6 +1595,9 @@ static struct sk_buff *zcnic_dma_read_skb(struct zcnic_priv *priv,
 	int i, err;
 	void *va;
 
+	/* devmem TX builds page frags only; a frag list would go uncopied */
+	if (skb_has_frag_list(skb))
+		return NULL;
 	nskb = alloc_skb_with_frags(headroom + hlen, skb->data_len,
 				    PAGE_ALLOC_COSTLY_ORDER, &err, GFP_ATOMIC);
 	if (!nskb)
@@ -1635,7 +1638,7 @@ static struct sk_buff *zcnic_dma_read_skb(struct zcnic_priv *priv,
 	return nskb;
 
 fault:
-	kfree_skb(nskb);
+	dev_kfree_skb_any(nskb);
 	return NULL;
 }
 
@@ -1651,7 +1654,7 @@ static netdev_tx_t zcnic_start_xmit(struct sk_buff *skb,
 		nskb = zcnic_dma_read_skb(priv, skb);
 		if (!nskb) {
 			dev_dstats_tx_dropped(dev);
-			kfree_skb(skb);
+			dev_kfree_skb_any(skb);
 			return NETDEV_TX_OK;
 		}
 		dev_consume_skb_any(skb);

@@ -205,23 +205,32 @@ class Lab:
             self.kmsg_seq = records[-1].seq
         return records
 
-    def _kmemleak(self) -> str:
-        """On a kmemleak kernel: scan now and report (then forget) new leaks.
+    def _debug_checks(self) -> str:
+        """After each test on a debug kernel, in one guest call:
 
-        Two scans: the first only records a checksum of each new object and
-        treats it as referenced (a changed checksum means "still in use"); a
-        leak shows in the second (measured: 1 splatgen leak, reported by the
-        second scan only; 2-5 s per scan on the debug kernel under TCG).
-        kmemleak also ignores objects younger than 5 s, so a leak from the
-        last moments of a test is charged to the next one; the report names
-        the allocation backtrace either way.
+        kmemleak: scan now and report (then forget) new leaks. Two scans: the
+        first only records a checksum of each new object and treats it as
+        referenced (a changed checksum means "still in use"); a leak shows in
+        the second (measured: 1 splatgen leak, reported by the second scan
+        only; 2-5 s per scan on the debug kernel under TCG). kmemleak also
+        ignores objects younger than 5 s, so a leak from the last moments of a
+        test is charged to the next one; the report names the allocation
+        backtrace either way.
+
+        DMA-API debug: it prints only its first error of a boot (dma-api/
+        num_errors starts at 1, then it only counts), so one test's error,
+        even a known kernel bug's, would silence it for every later test;
+        re-armed here, each test's first DMA-API error is reported.
         """
-        if self.kernel.config.get("DEBUG_KMEMLEAK") != "y":
+        commands = []
+        if self.kernel.config.get("DEBUG_KMEMLEAK") == "y":
+            ctl = "/sys/kernel/debug/kmemleak"
+            commands.append(f"echo scan > {ctl} && echo scan > {ctl} && cat {ctl} && echo clear > {ctl}")
+        if self.kernel.config.get("DMA_API_DEBUG") == "y":
+            commands.append("echo 1 2>/dev/null > /sys/kernel/debug/dma-api/num_errors")
+        if not commands:
             return ""
-        ctl = "/sys/kernel/debug/kmemleak"
-        report = self.vm.run(
-            f"echo scan > {ctl} && echo scan > {ctl} && cat {ctl} && echo clear > {ctl}", timeout=300
-        ).stdout
+        report = self.vm.run("; ".join(commands), timeout=300).stdout
         return "\n" + report if report.strip() else ""
 
     def collect(self, item, crashed: bool) -> tuple[str, str, bool]:
@@ -232,7 +241,7 @@ class Lab:
                 dmesg = "\n".join(str(r) for r in self._read_kmsg(self.settle_limit))
                 if self.settle_wait:
                     self.settle_waits[item.nodeid] = self.settle_wait
-                dmesg += self._kmemleak()
+                dmesg += self._debug_checks()
             except GuestTimeout:
                 crashed = True
         if crashed and self.vm.alive():

@@ -178,7 +178,6 @@ struct zcnic_rq {
 	u32 frag_size;		/* buf_size / frags: what one frame may fill */
 	bool unreadable;
 	struct sk_buff_head fifo;
-	unsigned long irq_masked;	/* bit 0: the RX interrupt, see zcnic_rx_irq() */
 	atomic64_t overruns;
 	struct zcnic_rq_stats stats;
 };
@@ -619,19 +618,6 @@ static void zcnic_steer_replace(struct zcnic_priv *priv,
 	mutex_unlock(&priv->steer_mutex);
 }
 
-/*
- * The queue's RX interrupt: raised for a frame, masked while NAPI owns the
- * queue.  The poll unmasks it only when napi_complete_done() says so; with
- * napi_defer_hard_irqs and gro_flush_timeout it does not, and frames wait in
- * the FIFO for the core's timer to poll again, as they wait in a real NIC's
- * ring while its interrupt stays masked (GRO then holds a burst across them).
- */
-static void zcnic_rx_irq(struct zcnic_rq *rq)
-{
-	if (!test_and_set_bit(0, &rq->irq_masked))
-		napi_schedule(&rq->napi);
-}
-
 /**
  * zcnic_handle_frame() - rx_handler of the lower device: the wire side
  * @pskb: frame received by the lower device
@@ -698,7 +684,7 @@ static rx_handler_result_t zcnic_handle_frame(struct sk_buff **pskb)
 		goto drop;
 	}
 	skb_queue_tail(&rq->fifo, skb);
-	zcnic_rx_irq(rq);
+	napi_schedule(&rq->napi);
 	return RX_HANDLER_CONSUMED;
 
 drop:
@@ -1045,13 +1031,8 @@ static int zcnic_poll(struct napi_struct *napi, int budget)
 		done++;
 	}
 
-	if (done < budget && napi_complete_done(napi, done)) {
-		clear_bit(0, &rq->irq_masked);
-		/* a frame queued before the unmask raises it again */
-		smp_mb__after_atomic();
-		if (!skb_queue_empty_lockless(&rq->fifo))
-			zcnic_rx_irq(rq);
-	}
+	if (done < budget)
+		napi_complete_done(napi, done);
 	return done;
 }
 
@@ -1180,9 +1161,9 @@ static void zcnic_rq_start(struct zcnic_priv *priv, struct zcnic_rq *rq,
 	netif_queue_set_napi(priv->dev, idx, NETDEV_QUEUE_TYPE_RX, &rq->napi);
 	napi_enable_locked(&rq->napi);
 	rcu_assign_pointer(priv->rx_rq[idx], rq);
-	/* raise the interrupt so that NAPI posts the first buffers */
+	/* kick NAPI so that it posts the first buffers */
 	local_bh_disable();
-	zcnic_rx_irq(rq);
+	napi_schedule(&rq->napi);
 	local_bh_enable();
 }
 

@@ -151,6 +151,7 @@ class _Msghdr(ctypes.Structure):
     ]
 
 
+libc.sendmsg.restype = ctypes.c_ssize_t
 CMSGHDR = struct.Struct("=Qii")  # cmsg_len, cmsg_level, cmsg_type (x86_64)
 MSG_ZEROCOPY = 0x4000000
 SO_EE_ORIGIN_ZEROCOPY = 5  # include/uapi/linux/errqueue.h
@@ -168,7 +169,6 @@ def send_devmem(sock, dmabuf_id: int, spans, flags=MSG_ZEROCOPY) -> int:
     cmsg = CMSGHDR.pack(CMSGHDR.size + len(data), socket.SOL_SOCKET, SCM_DEVMEM_DMABUF) + data
     control = ctypes.create_string_buffer(cmsg, socket.CMSG_SPACE(len(data)))
     msg = _Msghdr(None, 0, iov, len(spans), ctypes.cast(control, ctypes.c_void_p), len(control), 0)
-    libc.sendmsg.restype = ctypes.c_ssize_t
     ret = libc.sendmsg(sock.fileno(), ctypes.byref(msg), flags)
     if ret < 0:
         raise oserror(ctypes.get_errno())

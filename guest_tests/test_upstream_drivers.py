@@ -230,7 +230,16 @@ def _devmem_lab(nic):
     large-niov ncdevmem run takes 32 (a 64 MiB hugetlb udmabuf), released only when its
     devmem binding is freed, from a workqueue. Run after other tests in the same guest,
     that case failed ("create udmabuf: Cannot allocate memory"), once even with 64 pages
-    reserved here; alone it passed. 128 free huge pages are kept for the whole run."""
+    reserved here; alone it passed. 128 free huge pages are kept for the whole run.
+
+    check_rx_large_niov sends each size of its sweep with socat bound to the same source
+    port; when the sender closed first, its TIME_WAIT socket failed the next bind
+    ("Address already in use", seen once in 4 CI runs). The remote end keeps no TIME_WAIT
+    sockets for the run (tcp_max_tw_buckets 0, its own netns)."""
+    tw = f"ip netns exec {nic.netns} sysctl"
+    old = sh(f"{tw} -n net.ipv4.tcp_max_tw_buckets").stdout.strip()
+    sh(f"{tw} -w net.ipv4.tcp_max_tw_buckets=0")
+    defer(sh, f"{tw} -w net.ipv4.tcp_max_tw_buckets={old}")
     if sysctl.exists("vm.compact_memory"):  # CONFIG_COMPACTION
         sysctl.write("vm.compact_memory", 1)
     free = sysctl.hugepages_free()

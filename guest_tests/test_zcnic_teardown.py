@@ -174,11 +174,12 @@ def consume_elsewhere_then_close(nic, rx_cpu, tx_cpu, seed):
     watch the area's pins for WINDOW_S seconds with nothing run on tx_cpu; then make every
     CPU run NET_RX. Call with every CPU but tx_cpu quieted (cpus.quiet_all_but(rx_cpu)).
 
-    The peer (netns `remote`) runs on tx_cpu, so veth and zc0's NAPI run there and every
-    skb is allocated there. The whole stream and its FIN are queued on the socket before
-    RECV_ZC reads a byte, so every skb is consumed on rx_cpu after tx_cpu's last NET_RX of
-    the transfer, and TCP hands it to tx_cpu's defer list (skb_attempt_defer_free) with its
-    net_iovs. The socket is reset (nothing more for tx_cpu to receive), the ring closed,
+    The peer (netns `remote`) runs on tx_cpu, so veth runs there; the queue's interrupt
+    is pointed there, so zc0's NAPI runs there and every skb is allocated there. The whole
+    stream and its FIN are queued on the socket before RECV_ZC reads a byte, so every skb
+    is consumed on rx_cpu after tx_cpu's last NET_RX of the transfer, and TCP hands it to
+    tx_cpu's defer list (skb_attempt_defer_free) with its net_iovs. The socket is reset
+    (nothing more for tx_cpu to receive), the ring closed,
     the peer reaped. Returns the observations."""
     pins0 = pinned_pages()
     port = port_for(seed)
@@ -189,6 +190,7 @@ def consume_elsewhere_then_close(nic, rx_cpu, tx_cpu, seed):
     defer(peer.kill)
     os.sched_setaffinity(peer.pid, {tx_cpu})
     nic.ntuple(FAMILY, port, action=QUEUE)
+    cpus.pin_irq(nic.irq(QUEUE), tx_cpu)  # zc0's queue interrupt, so its NAPI, there too
     rx = nic.rx(QUEUE, area_pages=1024)
     out = {"pool_ids": sorted(p["id"] for p in nic.io_uring_pools())}
     peer.start()

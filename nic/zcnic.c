@@ -19,6 +19,12 @@
  * with "address"; it is then added to the lower device's unicast filter).
  * The lower device is put into allmulti while zc0 is up.
  *
+ * Each RX queue has an interrupt of its own, as MSI-X vectors are: a Linux
+ * IRQ in a per-device irq domain, in /proc/interrupts, with an affinity
+ * that /proc/irq/N/smp_affinity sets and NAPI's irq attribute reports.
+ * The "device" raises it on the CPU the affinity names, so the queue's
+ * NAPI runs there, as RSS and IRQ pinning promise (zcnic_raise_irq()).
+ *
  * The queues implement netdev_queue_mgmt_ops, so the netdev instance lock
  * protects all control paths and a queue can be restarted with a memory
  * provider (io_uring zcrx, devmem).  Each zcnic has its own faux device with
@@ -56,6 +62,7 @@
  */
 
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/device/faux.h>
 #include <linux/dma-direct.h>
 #include <linux/dma-map-ops.h>
@@ -65,12 +72,16 @@
 #include <linux/highmem.h>
 #include <linux/idr.h>
 #include <linux/if_arp.h>
+#include <linux/interrupt.h>
+#include <linux/irq.h>
+#include <linux/irqdomain.h>
 #include <linux/if_vlan.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/module.h>
 #include <linux/netdevice.h>
 #include <linux/skbuff.h>
+#include <linux/smp.h>
 #include <linux/swiotlb.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
@@ -214,11 +225,24 @@ struct zcnic_base {
 	u64 csum_unnecessary, csum_none, csum_bad;
 };
 
+/* one RX queue's interrupt vector: it outlives the queue, as MSI-X does */
+struct zcnic_vec {
+	struct zcnic_priv *priv;
+	u32 idx;
+	int irq;			/* Linux IRQ number, 0 if none */
+	struct irq_data *irq_data;
+	unsigned long in_flight;	/* bit 0: @ipi is on its way */
+	call_single_data_t ipi;		/* delivers it to another CPU */
+	char name[32];
+};
+
 struct zcnic_priv {
 	struct net_device *dev;
 	struct net_device *lower;
 	struct faux_device *fdev;
 	struct device_dma_parameters dma_parms;
+	struct irq_domain *irq_domain;
+	struct zcnic_vec vecs[ZCNIC_MAX_QUEUES];
 	int id;
 	struct dentry *dbg;
 
@@ -285,6 +309,179 @@ static bool zcnic_fault_nth(const u32 *knob, atomic_t *cnt)
 	u32 n = READ_ONCE(*knob);
 
 	return n && (u32)atomic_inc_return(cnt) % n == 0;
+}
+
+/* Interrupts: one vector per RX queue */
+
+/*
+ * The interrupt controller has nothing to program, but it keeps an
+ * affinity, so that smp_affinity can be written and the vector follows it.
+ */
+static int zcnic_irq_set_affinity(struct irq_data *d,
+				  const struct cpumask *mask, bool force)
+{
+	irq_data_update_effective_affinity(d, cpumask_of(cpumask_first(mask)));
+	return IRQ_SET_MASK_OK;
+}
+
+static void zcnic_irq_noop(struct irq_data *d)
+{
+}
+
+static struct irq_chip zcnic_irq_chip = {
+	.name			= "zcnic",
+	.irq_mask		= zcnic_irq_noop,
+	.irq_unmask		= zcnic_irq_noop,
+	.irq_set_affinity	= zcnic_irq_set_affinity,
+};
+
+static int zcnic_irq_map(struct irq_domain *d, unsigned int virq,
+			 irq_hw_number_t hw)
+{
+	irq_set_chip_and_handler(virq, &zcnic_irq_chip, handle_simple_irq);
+	return 0;
+}
+
+static const struct irq_domain_ops zcnic_irq_domain_ops = {
+	.map = zcnic_irq_map,
+};
+
+/* the driver's interrupt handler: the queue's NAPI does the work */
+static irqreturn_t zcnic_irq_handler(int irq, void *data)
+{
+	struct zcnic_vec *vec = data;
+	struct zcnic_rq *rq;
+
+	rcu_read_lock();
+	rq = rcu_dereference(vec->priv->rx_rq[vec->idx]);
+	if (rq)
+		napi_schedule(&rq->napi);
+	rcu_read_unlock();
+	return IRQ_HANDLED;
+}
+
+/* IPI on the vector's CPU: the interrupt arrives there */
+static void zcnic_irq_deliver(void *data)
+{
+	struct zcnic_vec *vec = data;
+	int irq = vec->irq;
+
+	/*
+	 * Cleared before the handler runs: a raise from now on sends another
+	 * IPI, so a frame queued after NAPI's last look at the FIFO is not
+	 * left there.  @vec is not touched after this (see zcnic_irqs_free()).
+	 */
+	clear_bit(0, &vec->in_flight);
+	/* pairs with test_and_set_bit() after the FIFO enqueue */
+	smp_mb__after_atomic();
+	generic_handle_irq_safe(irq);
+}
+
+/**
+ * zcnic_raise_irq() - the device signals RX queue @idx
+ * @priv: the device
+ * @idx: queue index
+ *
+ * An MSI-X message reaches the CPU its vector's affinity names; here an
+ * IPI carries it there from the CPU the frame arrived on (the lower
+ * device's).  One IPI in flight per vector is enough: it has not run yet,
+ * so its handler will see what was queued before this raise.
+ */
+static void zcnic_raise_irq(struct zcnic_priv *priv, u32 idx)
+{
+	struct zcnic_vec *vec = &priv->vecs[idx];
+	const struct cpumask *aff;
+	unsigned int cpu;
+
+	aff = irq_data_get_effective_affinity_mask(vec->irq_data);
+	cpu = cpumask_first_and(aff, cpu_online_mask);
+	if (cpu >= nr_cpu_ids || cpu == smp_processor_id()) {
+		generic_handle_irq_safe(vec->irq);
+		return;
+	}
+	if (test_and_set_bit(0, &vec->in_flight))
+		return;
+	if (smp_call_function_single_async(cpu, &vec->ipi)) {
+		/* the CPU went offline: take it here */
+		clear_bit(0, &vec->in_flight);
+		generic_handle_irq_safe(vec->irq);
+	}
+}
+
+static void zcnic_irqs_free(struct zcnic_priv *priv)
+{
+	struct fwnode_handle *fwnode;
+	u32 i;
+
+	if (!priv->irq_domain)
+		return;
+	/* the rx_handler is gone: wait for IPIs in flight */
+	for (i = 0; i < ZCNIC_MAX_QUEUES; i++)
+		while (test_bit(0, &priv->vecs[i].in_flight))
+			usleep_range(10, 100);
+	/* ... and for their last steps: they run with interrupts off */
+	synchronize_rcu();
+	for (i = 0; i < ZCNIC_MAX_QUEUES; i++) {
+		struct zcnic_vec *vec = &priv->vecs[i];
+
+		if (!vec->irq)
+			continue;
+		free_irq(vec->irq, vec);
+		irq_dispose_mapping(vec->irq);
+		vec->irq = 0;
+	}
+	fwnode = priv->irq_domain->fwnode;
+	irq_domain_remove(priv->irq_domain);
+	irq_domain_free_fwnode(fwnode);
+	priv->irq_domain = NULL;
+}
+
+/*
+ * A vector per possible queue, for the link's lifetime, spread over the
+ * CPUs as drivers spread MSI-X vectors; an affinity set by the user stays
+ * across queue count changes and link down/up.
+ */
+static int zcnic_irqs_init(struct zcnic_priv *priv)
+{
+	struct fwnode_handle *fwnode;
+	u32 i;
+	int err;
+
+	fwnode = irq_domain_alloc_named_id_fwnode("zcnic", priv->id);
+	if (!fwnode)
+		return -ENOMEM;
+	priv->irq_domain = irq_domain_create_linear(fwnode, ZCNIC_MAX_QUEUES,
+						    &zcnic_irq_domain_ops,
+						    priv);
+	if (!priv->irq_domain) {
+		irq_domain_free_fwnode(fwnode);
+		return -ENOMEM;
+	}
+	for (i = 0; i < ZCNIC_MAX_QUEUES; i++) {
+		struct zcnic_vec *vec = &priv->vecs[i];
+		unsigned int irq = irq_create_mapping(priv->irq_domain, i);
+		unsigned int cpu;
+
+		if (!irq)
+			return -ENOMEM;
+		vec->priv = priv;
+		vec->idx = i;
+		INIT_CSD(&vec->ipi, zcnic_irq_deliver, vec);
+		snprintf(vec->name, sizeof(vec->name), "zcnic%d-rx-%u",
+			 priv->id, i);
+		err = request_irq(irq, zcnic_irq_handler, 0, vec->name, vec);
+		if (err) {
+			irq_dispose_mapping(irq);
+			return err;
+		}
+		vec->irq = irq;
+		vec->irq_data = irq_get_irq_data(irq);
+		cpu = cpumask_local_spread(i, NUMA_NO_NODE);
+		err = irq_set_affinity(irq, cpumask_of(cpu));
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /* Emulated parser, steering and checksum engine */
@@ -684,7 +881,7 @@ static rx_handler_result_t zcnic_handle_frame(struct sk_buff **pskb)
 		goto drop;
 	}
 	skb_queue_tail(&rq->fifo, skb);
-	napi_schedule(&rq->napi);
+	zcnic_raise_irq(priv, q);
 	return RX_HANDLER_CONSUMED;
 
 drop:
@@ -1089,6 +1286,7 @@ static struct zcnic_rq *zcnic_rq_alloc(struct zcnic_priv *priv, int idx,
 	u64_stats_init(&rq->stats.syncp);
 
 	netif_napi_add_config_locked(priv->dev, &rq->napi, zcnic_poll, idx);
+	netif_napi_set_irq_locked(&rq->napi, priv->vecs[idx].irq);
 	pp.napi = &rq->napi;
 	rq->pp = page_pool_create(&pp);
 	if (IS_ERR(rq->pp)) {
@@ -2262,6 +2460,7 @@ static void zcnic_debugfs_init(struct zcnic_priv *priv)
  */
 static void zcnic_release(struct zcnic_priv *priv)
 {
+	zcnic_irqs_free(priv);
 	if (priv->fdev) {
 		struct device *dma_dev = get_device(&priv->fdev->dev);
 		u32 slot;
@@ -2425,6 +2624,9 @@ static int zcnic_newlink(struct net_device *dev,
 	priv->fdev->dev.dma_parms = &priv->dma_parms;
 	dma_set_max_seg_size(&priv->fdev->dev, UINT_MAX);
 	SET_NETDEV_DEV(dev, &priv->fdev->dev);
+	err = zcnic_irqs_init(priv);
+	if (err)
+		goto err_release;
 
 	if (!tb[IFLA_ADDRESS])
 		eth_hw_addr_set(dev, lower->dev_addr);

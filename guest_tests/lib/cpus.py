@@ -36,6 +36,17 @@ def irq_counts(cpu: int) -> dict:
     return out
 
 
+def irq_per_cpu(irq: int) -> list:
+    """How often interrupt IRQ ran on each CPU (its /proc/interrupts line)."""
+    with open("/proc/interrupts") as f:
+        ncpu = len(f.readline().split())
+        for line in f:
+            fields = line.split()
+            if fields[0] == f"{irq}:":
+                return [int(v) for v in fields[1 : ncpu + 1]]
+    raise LookupError(f"no interrupt {irq} in /proc/interrupts")
+
+
 def move_irqs(match: str, cpu: int):
     """Point the interrupts whose /proc/interrupts line names MATCH at CPU."""
     with open("/proc/interrupts") as f:
@@ -49,6 +60,15 @@ def move_irqs(match: str, cpu: int):
         except OSError:  # some interrupts cannot move (per-CPU, managed)
             continue
         defer(_write, path, old)
+
+
+def pin_irq(irq: int, cpu: int):
+    """Interrupt IRQ onto CPU (/proc/irq/IRQ/smp_affinity_list) for the test."""
+    path = f"/proc/irq/{irq}/smp_affinity_list"
+    with open(path) as f:
+        old = f.read().strip()
+    _write(path, str(cpu))
+    defer(_write, path, old)
 
 
 def pin_self(cpus: set):

@@ -3,6 +3,7 @@ payload and zcrx stats (summary), per-queue `ethtool -S` counter growth (qdelta)
 whole zero-copy transfer through a bound queue (zc_transfer). Shared by the zcnic tests."""
 
 import errno
+import socket
 import time
 
 from guest_tests.lib.defer import defer
@@ -22,6 +23,7 @@ class Stream:
         self.held = []
         self.longest = 0  # the longest data CQE
         self.inside = 0  # data CQEs that point inside a page of the area, not at its start
+        self.incoming_cpu = None  # SO_INCOMING_CPU once received: where TCP processed it
 
 
 def pump(rx, fd, st, ud, refill=True, timeout=60.0, idle=None, until=None):
@@ -72,6 +74,7 @@ def receive_flow(rx, lst, peer, timeout=120.0):
     st = Stream()
     ud = rx.ring.submit_recv_zc(conn.fileno(), rx.z.id)
     pump(rx, conn.fileno(), st, ud, timeout=timeout)
+    st.incoming_cpu = conn.getsockopt(socket.SOL_SOCKET, socket.SO_INCOMING_CPU)
     conn.close()
     return st
 
@@ -128,6 +131,7 @@ def summary(st, peer_data, rx):
         "events": st.events,
         "rearms": st.rearms,
         "stats": rx.z.stats(),
+        "incoming_cpu": st.incoming_cpu,
     }
 
 

@@ -150,6 +150,11 @@ class NicEnv:
         qs = self.nl.netdev.queue_get({"ifindex": self.ifindex}, dump=True)
         return {q["id"]: q for q in qs if q.get("type") == "rx"}
 
+    def irq(self, queue: int) -> int:
+        """The interrupt of RX queue QUEUE: its NAPI's `irq` (netdev napi-get)."""
+        napi = self.nl.netdev.napi_get({"id": self.queues()[queue]["napi-id"]})
+        return napi["irq"]
+
     def bound_queues(self) -> list:
         return sorted(q for q, a in self.queues().items() if "io-uring" in a)
 

@@ -51,10 +51,9 @@ class Ssh:
             attempts += 1
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-                sock.settimeout(2 if guest_up() or attempts > 40 else 0.25)
                 # QEMU accepts for the guest before its server listens, then resets:
                 # wait for the banner without consuming it.
-                if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
+                if not self._banner(sock, guest_up, 2 if guest_up() or attempts > 40 else 0.25):
                     raise OSError("no SSH banner")
                 client = paramiko.SSHClient()
                 client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -79,6 +78,23 @@ class Ssh:
                 # listen() should not wait out a long pause (each try is a reset at once)
                 time.sleep(0.02 if guest_up() else 0.1)
         raise GuestTimeout(f"the SSH server did not answer: {last}")
+
+    @staticmethod
+    def _banner(sock, guest_up, wait: float) -> bool:
+        """Whether the server's banner arrives within WAIT seconds. An attempt made
+        before the guest's network was up is given up as soon as it is (GUEST_UP()),
+        not at the end of WAIT: its SYN was lost, and the server may be listening
+        by the time a fresh one gets there."""
+        was_up = guest_up()
+        deadline = time.monotonic() + wait
+        sock.settimeout(0.02)
+        while time.monotonic() < deadline:
+            try:
+                return sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-")
+            except TimeoutError:
+                if not was_up and guest_up():
+                    return False
+        return False
 
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
         if self.client is None:

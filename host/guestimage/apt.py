@@ -4,6 +4,7 @@ The mirror is read from the host's own apt sources, never hard-coded, so the
 lab uses whatever archive (or proxy, or snapshot) the machine is set up for.
 """
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -53,7 +54,13 @@ class PrivateApt:
         (root / "archives" / "partial").mkdir(parents=True, exist_ok=True)
         opts = f"signed-by={KEYRING}" + ("" if valid_until else " check-valid-until=no")
         sources = "".join(f"{kind} [{opts}] {mirror} {suite} main\n" for suite in suites)
-        (root / "sources.list").write_text(sources)
+        path = root / "sources.list"
+        # Parallel workers construct this at once while others run apt-cache on the
+        # list: rewriting it in place let one read it empty (no suite, no kernel).
+        if not path.exists() or path.read_text() != sources:
+            tmp = path.with_name(f"sources.list.{os.getpid()}")
+            tmp.write_text(sources)
+            tmp.replace(path)
 
     def options(self) -> list[str]:
         return [

@@ -134,6 +134,8 @@ def guest_image(offline_ok: bool = True, max_age: float = ARCHIVE_CHECK_SECONDS)
             if not asked.exists() or time.time() - asked.stat().st_mtime >= max_age:
                 apt.update()
                 asked.touch()
+            # read under the lock too: never lists another worker is replacing
+            version = apt.candidate("linux-image-amd64", BACKPORTS)
     except LabError:
         # No archive: any image built before is better than no run at all.
         cached = sorted(images_dir().glob("*/image.json"), key=os.path.getmtime)
@@ -141,7 +143,6 @@ def guest_image(offline_ok: bool = True, max_age: float = ARCHIVE_CHECK_SECONDS)
             _log("archive unreachable; using the newest cached image")
             return _load(cached[-1].parent)
         raise
-    version = apt.candidate("linux-image-amd64", BACKPORTS)
     if not version:
         raise LabError(f"{BACKPORTS} offers no linux-image-amd64 on {apt.mirror}")
     key = input_key(

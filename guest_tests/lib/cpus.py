@@ -51,15 +51,11 @@ def move_irqs(match: str, cpu: int):
     """Point the interrupts whose /proc/interrupts line names MATCH at CPU."""
     with open("/proc/interrupts") as f:
         irqs = [ln.split(":")[0].strip() for ln in f if match in ln]
-    for irq in (i for i in irqs if i.isdigit()):
-        path = f"/proc/irq/{irq}/smp_affinity_list"
+    for irq in (int(i) for i in irqs if i.isdigit()):
         try:
-            with open(path) as f:
-                old = f.read().strip()
-            _write(path, str(cpu))
+            pin_irq(irq, cpu)
         except OSError:  # some interrupts cannot move (per-CPU, managed)
             continue
-        defer(_write, path, old)
 
 
 def pin_irq(irq: int, cpu: int):

@@ -1,6 +1,8 @@
 """TcpFlow.send's shapes against a simulated receiver (no tap): what goes on the wire in
 which order, and that every shape still delivers every byte."""
 
+import time
+
 import pytest
 from scapy.layers.inet import TCP
 
@@ -66,3 +68,38 @@ def test_loss_drops_every_8th_first_transmission_and_resends_it():
 @pytest.mark.parametrize("shape", ["psh", "no_psh", "reorder", "loss"])
 def test_every_shape_delivers_an_odd_tail(shape):
     sent(shape, size=7 * MSS + 13)
+
+
+class AckingWireFlow(WireFlow):
+    """A receiver that ACKs every segment it gets (a duplicate gets a duplicate ACK, as
+    Linux sends), and whose ACKs reach us only after `stall` seconds: a guest that a busy
+    host left unscheduled for longer than our retransmission timeout."""
+
+    RTO, RTO_MAX = 0.01, 0.04
+
+    def __init__(self, stall: float):
+        super().__init__()
+        self.acks: list[int] = []
+        self.release = time.monotonic() + stall
+
+    def _send(self, frame) -> None:
+        super()._send(frame)
+        self.acks.append(self.acked)
+
+    def _receive(self, timeout: float):
+        if time.monotonic() < self.release or not self.acks:
+            time.sleep(0.001)
+            return None
+        return TCP(flags="A", ack=self.acks.pop(0), window=65535)
+
+
+@pytest.mark.parametrize("shape", ["psh", "loss"])
+def test_a_stalled_receiver_gets_no_retransmission_storm(shape):
+    """After a timeout resend of a 32-segment window, the receiver's duplicate ACKs for
+    segments it already had must not trigger more resends of the window."""
+    size = 64 * MSS
+    flow = AckingWireFlow(stall=0.1)
+    flow.send(bytes(size), timeout=10, shape=shape)
+    assert flow.acked == flow.isn + size
+    sent = len(flow.wire)
+    assert sent <= 2 * 64 + 32 * 4, f"{sent} segments on the wire for 64 ({flow.retransmits} retransmissions)"

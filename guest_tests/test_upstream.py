@@ -17,7 +17,7 @@ import os
 import pytest
 
 from guest_tests.contract import RESULTS
-from guest_tests.lib.upstream import TEST_NAME, parse_ktap, run
+from guest_tests.lib.upstream import GUEST_TIMEOUT, TEST_NAME, parse_ktap, run
 
 pytestmark = [pytest.mark.upstream, pytest.mark.in_guest]
 
@@ -32,6 +32,7 @@ CASES = [
 ]
 
 
+@pytest.mark.guest_timeout(GUEST_TIMEOUT)
 @pytest.mark.parametrize("case", CASES)
 def test_iou_zcrx(nic, upstream_tree, case):
     """Upstream's case passes on zcnic (KTAP `ok`, exit status 0), or skips for upstream's
@@ -55,6 +56,7 @@ def test_iou_zcrx(nic, upstream_tree, case):
     assert rc == 0, ktap
 
 
+@pytest.mark.guest_timeout(GUEST_TIMEOUT)
 def test_case_list(nic, upstream_tree):
     """The kernel under test has exactly the upstream cases this module runs."""
     rc, out = run(upstream_tree, nic, "-l")

@@ -58,8 +58,13 @@ class TestLink:
     def __init__(self, queues: int, owner: str = ""):
         """QUEUES tap queues; OWNER (the VM's results directory) names the server in the
         process list, so a check for leftovers can tell whose it is."""
-        if not shutil.which("unshare") or not os.access("/dev/net/tun", os.R_OK | os.W_OK):
-            raise LabError("the test NIC needs unshare (util-linux) and a usable /dev/net/tun")
+        if not shutil.which("unshare"):
+            raise LabError("the test NIC needs unshare (apt-get install util-linux)")
+        if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            raise LabError(
+                "the test NIC needs /dev/net/tun readable and writable by you (udev's default is "
+                "mode 0666; here it is missing or not: as root, chmod 0666 /dev/net/tun)"
+            )
         self.queues = queues
         self.tap_fds: list[int] = []
         self.offer_dir: str | None = None

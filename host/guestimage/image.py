@@ -312,7 +312,7 @@ def build_in_image(
 
     FILES (path -> content, relative to /) are laid into a throwaway overlay
     over the read-only image, COMMAND runs chrooted there with /proc mounted
-    (objtool needs it), in a user, mount and PID namespace of its own where the
+    (objtool needs it) and the host's /dev/null, in a user, mount and PID namespace of its own where the
     caller is root (no root needed on the host), so nothing stays mounted
     whatever happens. A failure names WHAT and the first compiler error; the
     whole output is kept in LOG.
@@ -324,9 +324,14 @@ def build_in_image(
         for name, data in files.items():
             (upper / name).parent.mkdir(parents=True, exist_ok=True)
             (upper / name).write_bytes(data)
+        # the image has no device nodes: without this, a build's `>/dev/null` makes a
+        # file there that the next reader takes for content (autoconf's config.status did)
+        (upper / "dev").mkdir(exist_ok=True)
+        (upper / "dev/null").touch()
         script = (
             f"mount -t overlay overlay -o lowerdir={image.root},upperdir={upper},workdir={work} {merged}"
-            f" && mount -t proc proc {merged}/proc && exec chroot {merged} /bin/sh -ec {shlex.quote(command)}"
+            f" && mount -t proc proc {merged}/proc && mount --bind /dev/null {merged}/dev/null"
+            f" && exec chroot {merged} /bin/sh -ec {shlex.quote(command)}"
         )
         env = dict(os.environ, LC_ALL="C.UTF-8", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
         proc = subprocess.run(

@@ -1,8 +1,6 @@
 """TcpFlow.send's shapes against a simulated receiver (no tap): what goes on the wire in
 which order, and that every shape still delivers every byte."""
 
-import time
-
 import pytest
 from scapy.layers.inet import TCP
 
@@ -73,22 +71,27 @@ def test_every_shape_delivers_an_odd_tail(shape):
 class AckingWireFlow(WireFlow):
     """A receiver that ACKs every segment it gets (a duplicate gets a duplicate ACK, as
     Linux sends), and whose ACKs reach us only after `stall` seconds: a guest that a busy
-    host left unscheduled for longer than our retransmission timeout."""
+    host left unscheduled for longer than our retransmission timeout. Time is the
+    simulation's own (a millisecond per empty wait), so the run is the same on any host."""
 
     RTO, RTO_MAX = 0.01, 0.04
 
     def __init__(self, stall: float):
         super().__init__()
         self.acks: list[int] = []
-        self.release = time.monotonic() + stall
+        self.now = 0.0
+        self.release = stall
+
+    def clock(self) -> float:
+        return self.now
 
     def _send(self, frame) -> None:
         super()._send(frame)
         self.acks.append(self.acked)
 
     def _receive(self, timeout: float):
-        if time.monotonic() < self.release or not self.acks:
-            time.sleep(0.001)
+        if self.now < self.release or not self.acks:
+            self.now += 0.001
             return None
         return TCP(flags="A", ack=self.acks.pop(0), window=65535)
 

@@ -156,6 +156,7 @@ class TcpFlow:
     # up to RTO_MAX, while nothing new is acknowledged: a guest descheduled by a busy host
     # is not hurried by resending faster)
     RTO, RTO_MAX = 1.0, 4.0
+    clock = staticmethod(time.monotonic)  # send()'s timers (host/test_traffic.py runs them on its own)
 
     def send(self, data: bytes, timeout: float = 120, window_segments: int = 32, shape: str = "psh") -> None:
         """Send DATA in MSS-sized segments inside the guest's window, shaped (contract.SHAPES):
@@ -171,8 +172,8 @@ class TcpFlow:
         256 KiB flow from finishing in two minutes."""
         base = self.snd_una
         end = base + len(data)
-        deadline = time.monotonic() + timeout
-        last_progress = time.monotonic()
+        deadline = self.clock() + timeout
+        last_progress = self.clock()
         rto = self.RTO
         dupacks = 0
         recover: int | None = None  # repairing: the highest byte sent when the repair began
@@ -191,7 +192,7 @@ class TcpFlow:
             self.retransmits += 1
 
         while self.snd_una < end:
-            if time.monotonic() > deadline:
+            if self.clock() > deadline:
                 raise LabError(f"sent {self.snd_una - base} of {len(data)} bytes in {timeout:.0f} s")
             window = min(max(self.rwnd, self.mss), window_segments * self.mss)
             batch = []
@@ -210,7 +211,7 @@ class TcpFlow:
             seg = self._receive(0.2)
             if seg is not None:
                 if self._acked(seg):
-                    last_progress, dupacks, rto = time.monotonic(), 0, self.RTO
+                    last_progress, dupacks, rto = self.clock(), 0, self.RTO
                     if recover is not None and self.snd_una >= recover:
                         recover = None  # repaired
                     elif recover is not None and fast and self.snd_una < end:
@@ -220,11 +221,11 @@ class TcpFlow:
                     if dupacks == 3:
                         recover, fast, dupacks = self.snd_nxt, True, 0
                         resend_first_unacked()
-            if time.monotonic() - last_progress > rto:
+            if self.clock() - last_progress > rto:
                 recover, fast = max(self.snd_nxt, recover or 0), False
                 self.snd_nxt = self.snd_una  # go back: resend from the first unacked byte
                 self.retransmits += 1
-                last_progress, dupacks, rto = time.monotonic(), 0, min(2 * rto, self.RTO_MAX)
+                last_progress, dupacks, rto = self.clock(), 0, min(2 * rto, self.RTO_MAX)
 
     def close(self, timeout: float = 30) -> None:
         """FIN, wait for its ACK and the guest's FIN, ACK that."""

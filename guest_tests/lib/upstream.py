@@ -10,7 +10,7 @@ from guest_tests.contract import RESULTS
 
 TEST_NAME = "iou-zcrx"  # the script, and the prefix of its KTAP case names
 # s for one upstream script under TCG (its own commands time out at 20 s): on a 2-core
-# machine with a CI run and a 2-job build beside it, ntuple.py took 174 s, 3x its idle time
+# machine with a CI run and a 2-job build beside it, ntuple.py took 174 s of the old 240
 RUN_TIMEOUT = 540
 GUEST_TIMEOUT = RUN_TIMEOUT + 60  # s for a test that runs a script: its run and the rest
 CONTAINER_PREFIX_V6 = "fd78::/64"  # beside NicEnv's fd77::/64

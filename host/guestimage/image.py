@@ -312,8 +312,9 @@ def build_in_image(
 
     FILES (path -> content, relative to /) are laid into a throwaway overlay
     over the read-only image, COMMAND runs chrooted there with /proc mounted
-    (objtool needs it) and the host's /dev/null, in a user, mount and PID namespace of its own where the
-    caller is root (no root needed on the host), so nothing stays mounted
+    (objtool needs it) and the host's /dev/null, in a user, mount and PID
+    namespace of its own where the caller is root (no root needed on the
+    host), so nothing stays mounted
     whatever happens. A failure names WHAT and the first compiler error; the
     whole output is kept in LOG.
     """

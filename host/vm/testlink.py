@@ -62,8 +62,8 @@ class TestLink:
             raise LabError("the test NIC needs unshare (apt-get install util-linux)")
         if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
             raise LabError(
-                "the test NIC needs /dev/net/tun readable and writable by you (udev's default is "
-                "mode 0666; here it is missing or not: as root, chmod 0666 /dev/net/tun)"
+                "the test NIC needs /dev/net/tun readable and writable by you: as root, "
+                "chmod 0666 /dev/net/tun (udev's default mode)"
             )
         self.queues = queues
         self.tap_fds: list[int] = []

@@ -40,7 +40,7 @@ BARE_INIT = (
 def bare_initramfs(directory: Path) -> Path:
     """An initramfs whose init powers the machine off: the kernel's boot and nothing else."""
     files = {"init": (BARE_INIT, 0o100755), "bin/busybox": (find_busybox().read_bytes(), 0o100755)}
-    path = directory / "bare.cpio.gz"
+    path = directory / "bare.cpio"
     path.write_bytes(archive(("bin", "dev", "proc"), files))
     return path
 

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 # A KASAN+lockdep kernel under TCG on a loaded 2-core machine needs minutes.
 BOOT_TIMEOUT = {"kvm": 60, "tcg": 300}
 PORT_TRIES = 3
-INIT_DONE = b"zcrx-lab: init done"  # what qemu/init and qemu/vng-init write to the kernel log
+INIT_DONE = b"zcrx-lab: init done"  # what qemu/init and qemu/vng-init write to the console
 _live: set["VM"] = set()
 
 

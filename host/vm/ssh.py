@@ -33,27 +33,30 @@ class Ssh:
         self.port, self.key_file, self.user = port, str(key_file), user
         self.client: paramiko.SSHClient | None = None
 
-    def connect(self, deadline: float, alive, guest_up=lambda: True) -> None:
-        """Connect once the SSH server answers; ALIVE() says whether to keep waiting.
+    def connect(self, deadline: float, alive, guest_up) -> None:
+        """Connect once GUEST_UP() says the guest's init brought its network up and the
+        SSH server answers; ALIVE() says whether to keep waiting.
 
         QEMU's user networking accepts each attempt at once and forwards it as a SYN to
-        the guest; a SYN sent before the guest's network is up is lost, and QEMU resends
-        it only after a retransmission timeout (a second or more). So until GUEST_UP()
-        says the guest's init brought its network up, an attempt without a banner is
-        given up quickly and made again (a new SYN); after that, or if it never says so,
-        each attempt waits for the banner."""
+        the guest. A SYN sent before the guest's network is up is lost, and QEMU resends
+        it after a retransmission timeout, also after the host gave the attempt up: the
+        SSH server then accepts a connection nobody holds (a fork and a child for
+        nothing, at each boot). So nothing is tried before GUEST_UP(); after it, an
+        attempt the server does not listen for yet is reset at once and made again."""
         key = paramiko.Ed25519Key.from_private_key_file(self.key_file)
-        last = None
-        attempts = 0
+        last: object = "the guest's init did not say that its network is up"
         while time.monotonic() < deadline:
             if not alive():
                 raise LabError("the VM exited during boot")
-            attempts += 1
+            if not guest_up():
+                time.sleep(0.02)
+                continue
+            sock = None
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
-                # QEMU accepts for the guest before its server listens, then resets:
-                # wait for the banner without consuming it.
-                if not self._banner(sock, guest_up, 2 if guest_up() or attempts > 40 else 0.25):
+                # wait for the banner without consuming it: paramiko reads it
+                sock.settimeout(2)
+                if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):
                     raise OSError("no SSH banner")
                 client = paramiko.SSHClient()
                 client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -74,27 +77,10 @@ class Ssh:
                 return
             except (OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
-                # once init is done the server is a few exec()s away: its first
-                # listen() should not wait out a long pause (each try is a reset at once)
-                time.sleep(0.02 if guest_up() else 0.1)
+                if sock:
+                    sock.close()
+                time.sleep(0.02)
         raise GuestTimeout(f"the SSH server did not answer: {last}")
-
-    @staticmethod
-    def _banner(sock, guest_up, wait: float) -> bool:
-        """Whether the server's banner arrives within WAIT seconds. An attempt made
-        before the guest's network was up is given up as soon as it is (GUEST_UP()),
-        not at the end of WAIT: its SYN was lost, and the server may be listening
-        by the time a fresh one gets there."""
-        was_up = guest_up()
-        deadline = time.monotonic() + wait
-        sock.settimeout(0.02)
-        while time.monotonic() < deadline:
-            try:
-                return sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-")
-            except TimeoutError:
-                if not was_up and guest_up():
-                    return False
-        return False
 
     def run(self, cmd: str, timeout: float = 60, stdin: bytes | None = None) -> Result:
         if self.client is None:

@@ -9,6 +9,7 @@ it out of NOT_HERE).
 """
 
 import os
+import re
 
 import pytest
 
@@ -175,7 +176,8 @@ CASES = {
 }
 
 # cases whose upstream failure says the machine is too slow for them (TCG): they xfail
-# when that is the failure, and pass or fail as upstream says otherwise (on KVM)
+# when that is the failure (a regular expression searched in the case's output), and
+# pass or fail as upstream says otherwise (on KVM)
 TOO_SLOW = {
     **{
         ("hw/toeplitz.py", f"test.{group}{l4}_ipv{l3}"): (
@@ -197,6 +199,18 @@ TOO_SLOW = {
             "the 5 s wait_port_listen() gives it",
         )
         for case in ("check_rx", "check_rx_hds")
+    },
+    **{
+        ("gro.py", f"test.sw_{proto}_{name}"): (
+            # the exception that ended the case, after its last try: under-coalescing
+            # (over-coalescing is gro's exit 42, "GRO over-coalesced", and fails)
+            r"Exception\|\s+\S+/gro: incorrect number of packets",
+            "software GRO of a 64 KB aggregate needs its segments in one NAPI poll; under "
+            "TCG on a busy machine they can arrive over several, and each poll's end flushes "
+            "a part (6 tries; upstream ignores this under KSFT_MACHINE_SLOW)",
+        )
+        for proto in ("ipv4", "ipv6", "ipip", "ip6ip6")
+        for name in ("large_max", "large_rem")
     },
     ("hw/pp_alloc_fail.py", "test_pp_alloc"): (
         "Traffic seems low",
@@ -319,7 +333,7 @@ def test_driver_selftest(nic, upstream_tree, script, case):
     if why:
         pytest.xfail(why)
     slow = TOO_SLOW.get((script, case))
-    if not ok and slow and slow[0] in case_output(out, case, script_name(script)):
+    if not ok and slow and re.search(slow[0], case_output(out, case, script_name(script))):
         pytest.xfail(f"too slow here: {slow[1]}")
     if not ok:
         pytest.fail(f"upstream case failed; upstream-ktap/{script.replace('/', '_')}.txt:\n{out[-3000:]}")

@@ -2,11 +2,35 @@
 charged to the test that caused them, and the run goes on after one; a WARNING
 a test declares as provoked on purpose passes it, and only that one."""
 
+import time
+
 import pytest
 
 
 def test_guest_runs_kernel_under_test(guest):
     assert guest.sh("uname -r", check=True).stdout.strip() == guest.release
+
+
+def test_guest_clock_runs_at_the_hosts_rate(guest):
+    """The guest's uptime advances as the host's clock does. A guest kernel that
+    calibrated its TSC wrong (the lab tells a TCG guest the host's rate: host/vm/accel.py
+    host_tsc_khz) runs every timeout, RCU stall and hung task timer that much too fast."""
+
+    def uptime() -> tuple[float, float, float]:
+        """(host time before, guest uptime, host time after) of one reading."""
+        before = time.monotonic()
+        up = float(guest.sh("cat /proc/uptime", check=True).stdout.split()[0])
+        return before, up, time.monotonic()
+
+    before0, up0, after0 = uptime()
+    time.sleep(2)
+    before1, up1, after1 = uptime()
+    # each reading was taken between its host times; /proc/uptime counts in 10 ms
+    shortest, longest = before1 - after0 - 0.02, after1 - before0 + 0.02
+    assert shortest <= up1 - up0 <= longest, (
+        f"the guest's clock advanced {up1 - up0:.2f} s while the host's advanced "
+        f"{shortest:.2f}-{longest:.2f} s: {guest.sh('dmesg | grep -i tsc').stdout}"
+    )
 
 
 @pytest.mark.crash_selftest

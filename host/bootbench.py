@@ -71,6 +71,7 @@ def bare_boot(vm: VM, initrd: Path, console: Path) -> tuple[float, float, float]
         console_log=console,
         ssh_port=0,
         accel=vm.accel,
+        tsc_khz=vm.tsc_khz,
         cmdline_extra=vm.cmdline,
     )
     cmd = [str(a) for a in vm.machine.command(spec)]

@@ -30,6 +30,7 @@ class MachineSpec:
     modules_dir: Path | None = None  # a kernel's modules, when the image lacks them
     uapi_dir: Path | None = None  # a tree's installed uapi headers, read-only at /kernel-uapi
     tap_fds: tuple[int, ...] = ()  # the test NIC's tap queues (host/vm/testlink.py); none: no test NIC
+    tsc_khz: int | None = None  # the guest's TSC rate, when known (host/vm/accel.py host_tsc_khz)
     cmdline_extra: list[str] = field(default_factory=list)
 
 
@@ -80,6 +81,8 @@ class X86_64:
             "mitigations=off",
             "nokaslr",
         ]
+        if spec.tsc_khz:  # not calibrated in the guest, against an emulated PIT
+            args.append(f"tsc_early_khz={spec.tsc_khz}")
         return [a for a in args + spec.cmdline_extra if a]
 
     def command(self, spec: MachineSpec) -> list[str]:

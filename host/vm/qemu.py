@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from host.errors import BootError, LabError
-from host.vm.accel import pick_accel
+from host.vm.accel import host_tsc_khz, pick_accel
 from host.vm.initramfs import initramfs
 from host.vm.ssh import GuestTimeout, Result, Ssh
 from host.vm.testlink import TestLink
@@ -125,6 +125,7 @@ class VM:
         self.cmdline = cmdline.split()
         self.machine = ARCHES[arch]()
         self.accel, self.accel_reason = pick_accel(self.machine.binary, kernel.image)
+        self.tsc_khz = host_tsc_khz() if self.accel == "tcg" else None  # KVM guests have kvmclock
         self.proc: subprocess.Popen | None = None
         self.ssh: Ssh | None = None
         self.boots = 0
@@ -171,6 +172,7 @@ class VM:
             modules_dir=modules if modules and not modules.is_relative_to(self.image.root) else None,
             uapi_dir=self.kernel.uapi_headers,
             tap_fds=tuple(self.test_link.tap_fds) if self.test_link else (),
+            tsc_khz=self.tsc_khz,
             cmdline_extra=self.cmdline,
         )
         cmd = self._command(spec)

@@ -85,3 +85,8 @@ def test_pc_machine_skips_acpi_interrupt_links():
     kvm = X86_64().command(spec(accel="kvm"))
     assert arg_after(tcg, "-machine") == ["pc"] and "acpi=noirq" in arg_after(tcg, "-append")[0].split()
     assert arg_after(kvm, "-machine") == ["q35"] and "acpi=noirq" not in arg_after(kvm, "-append")[0]
+
+
+def test_known_tsc_rate_is_given_to_the_guest():
+    assert "tsc_early_khz=2245780" in arg_after(X86_64().command(spec(tsc_khz=2245780)), "-append")[0]
+    assert "tsc_early_khz" not in arg_after(X86_64().command(spec()), "-append")[0]

@@ -45,3 +45,41 @@ def made_once(ready, lock: Path, make) -> None:
     with locked(lock):
         if not ready():
             make()
+
+
+class StatMemo:
+    """A value remembered against the files it was made from, checked by their
+    (size, mtime, inode) rather than their content: a boot's artefacts (the initramfs,
+    the uncompressed kernel) are keyed by content, and hashing and decompressing some
+    15 MB of modules and kernel to find that key again cost a tenth of a CPU-second
+    at every boot. A file replaced or rewritten since (a reinstalled module, a rebuilt
+    kernel) changes its stat, and the value is made again from the content."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @staticmethod
+    def _stat(path: Path) -> list[int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+    def get(self) -> str | None:
+        """The value, if every file it was made from is as it was then."""
+        try:
+            memo = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        if any(self._stat(Path(p)) != s for p, s in memo["files"].items()):
+            return None
+        return memo["value"]
+
+    def put(self, value: str, files) -> None:
+        """Remember VALUE as made from FILES (paths as they are now)."""
+        memo = {"value": value, "files": {str(p): self._stat(Path(p)) for p in files}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # parallel workers
+        tmp.write_text(json.dumps(memo, indent=1) + "\n")
+        tmp.rename(self.path)

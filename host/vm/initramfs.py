@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import StatMemo, cache_root, input_key
 from host.errors import LabError
 from host.kernels.kernel import Kernel
 
@@ -28,11 +28,16 @@ EARLY_MODULES = {
 }
 
 
+BUSYBOX_PATHS = (Path("/bin/busybox"), Path("/usr/bin/busybox"))
+
+
 def find_busybox() -> Path:
-    for candidate in ("/bin/busybox", "/usr/bin/busybox"):
-        path = Path(candidate)
-        if path.exists() and b"ld-linux" not in path.read_bytes()[:4096]:
-            return path
+    for path in BUSYBOX_PATHS:
+        if not path.exists():
+            continue
+        with path.open("rb") as binary:
+            if b"ld-linux" not in binary.read(4096):
+                return path
     raise LabError("a static busybox is needed for the initramfs (apt-get install busybox-static)")
 
 
@@ -111,18 +116,38 @@ def _cpio_entry(name: str, data: bytes, mode: int, ino: int, rdev=(0, 0)) -> byt
 
 
 def initramfs(kernel: Kernel) -> Path:
+    """The kernel's initramfs, from the cache when its files are as they were."""
+    options = {opt: kernel.config.get(opt) for opt in [*EARLY_MODULES, "MODULE_SIG_FORCE"]}
+    memo = StatMemo(
+        cache_root() / "initramfs" / f"{kernel.release}-{input_key([str(kernel.modules), options])}.stat"
+    )
+    made = memo.get()
+    if made and Path(made).exists():
+        return Path(made)
     modules = _module_order(kernel)
-    busybox = find_busybox()
+    out = _build(kernel, modules, find_busybox())
+    depmod = [kernel.modules / "modules.dep"] if modules else []
+    memo.put(str(out), [QEMU_DIR / "init", *BUSYBOX_PATHS, *depmod, *modules])
+    return out
+
+
+def _build(kernel: Kernel, modules: list[Path], busybox: Path) -> Path:
+    """The archive of init, BUSYBOX and MODULES, cached by their content."""
+    # One busybox modprobe loads them all (a process each costs milliseconds of TCG):
+    # their modules.dep lists them uncompressed, dependencies first, and none has
+    # dependencies of its own there, so modprobe -a loads them in the order given
+    directory = f"lib/modules/{kernel.release}"
+    names = [p.name.split(".ko")[0] for p in modules]
     files = {
         "init": ((QEMU_DIR / "init").read_bytes(), 0o100755),
         "bin/busybox": (busybox.read_bytes(), 0o100755),
-        "modules.order": ("".join(p.name.split(".ko")[0] + ".ko\n" for p in modules).encode(), 0o100644),
+        f"{directory}/modules.dep": ("".join(f"{n}.ko:\n" for n in names).encode(), 0o100644),
     }
     for name in applets(busybox):
         files[f"bin/{name}"] = (b"busybox", 0o120777)
-    for path in modules:
+    for name, path in zip(names, modules, strict=True):
         keep = kernel.config.get("MODULE_SIG_FORCE") == "y"
-        files["modules/" + path.name.split(".ko")[0] + ".ko"] = (_read_module(path, keep), 0o100644)
+        files[f"{directory}/{name}.ko"] = (_read_module(path, keep), 0o100644)
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + hashlib.sha256(files[name][0]).digest())
@@ -130,7 +155,8 @@ def initramfs(kernel: Kernel) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    blob = archive(("bin", "modules", "dev", "proc", "sys", "ro", "rw", "newroot"), files)
+    directories = ("bin", "lib", "lib/modules", directory, "dev", "proc", "sys", "ro", "rw", "newroot")
+    blob = archive(directories, files)
     # a name of its own: parallel workers may write the same archive at once
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     tmp.write_bytes(blob)

@@ -54,6 +54,11 @@ class Ssh:
             sock = None
             try:
                 sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+                # The handshake sends small messages back to back: with Nagle's
+                # algorithm each waits until the one before is acknowledged, which
+                # QEMU's end of the connection does on its 40 ms delayed-ACK timer.
+                # A connection to a booted guest: 80 ms with this, 166 ms without.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 # wait for the banner without consuming it: paramiko reads it
                 sock.settimeout(2)
                 if not sock.recv(4, socket.MSG_PEEK).startswith(b"SSH-"):

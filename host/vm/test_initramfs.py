@@ -1,6 +1,13 @@
 """The initramfs's module and applet handling."""
 
-from host.vm.initramfs import SIG_MAGIC, archive, unsigned
+from pathlib import Path
+
+import pytest
+
+from host.errors import LabError
+from host.kernels.kernel import Kernel
+from host.vm import initramfs as initramfs_module
+from host.vm.initramfs import SIG_MAGIC, archive, find_busybox, initramfs, unsigned
 
 
 def signed(module: bytes, signature: bytes) -> bytes:
@@ -26,3 +33,30 @@ def test_links_are_cpio_symlinks():
     assert int(header[14:22], 16) == 0o120777  # c_mode
     assert int(header[54:62], 16) == len(b"busybox")  # c_filesize: the link's target
     assert b"busybox" in blob[entry : entry + 20]
+
+
+def test_initramfs_found_again_by_its_files_and_made_again_when_one_changes(tmp_path, monkeypatch):
+    try:
+        find_busybox()
+    except LabError:
+        pytest.skip("no static busybox on this host (apt-get install busybox-static)")
+    monkeypatch.setenv("ZCRX_LAB_CACHE", str(tmp_path / "cache"))
+    modules = tmp_path / "lib/modules/7.0.0"
+    (modules / "kernel").mkdir(parents=True)
+    (modules / "modules.dep").write_text("kernel/virtio_net.ko: kernel/failover.ko\nkernel/failover.ko:\n")
+    for name in ("virtio_net", "failover"):
+        (modules / f"kernel/{name}.ko").write_bytes(b"\x7fELF " + name.encode())
+    kernel = Kernel("test", Path("bzImage"), "7.0.0", {"VIRTIO_NET": "m"}, modules, None)
+    first = initramfs(kernel)
+    assert b"\x7fELF virtio_net" in first.read_bytes()
+
+    def unread(kernel):
+        raise AssertionError("the modules were read again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(initramfs_module, "_module_order", unread)
+        assert initramfs(kernel) == first
+
+    (modules / "kernel/virtio_net.ko").write_bytes(b"\x7fELF virtio_net, rebuilt")
+    again = initramfs(kernel)
+    assert again != first and b"\x7fELF virtio_net, rebuilt" in again.read_bytes()

@@ -57,3 +57,13 @@ def test_bzimage_under_kvm_without_pvh_or_without_elf(tmp_path, monkeypatch):
     assert boot_image(FakeKernel(image, pvh=False), "tcg") == image
     image.write_bytes(bzimage(b"no payload"))
     assert boot_image(FakeKernel(image, pvh=True), "tcg") == image
+
+
+def test_kernel_rebuilt_in_place_is_extracted_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("ZCRX_LAB_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "bzImage"
+    image.write_bytes(bzimage(gzip.compress(ELF)))
+    first = boot_image(FakeKernel(image, pvh=True), "tcg")
+    image.write_bytes(bzimage(gzip.compress(ELF + b"rebuilt")))
+    again = boot_image(FakeKernel(image, pvh=True), "tcg")
+    assert again != first and again.read_bytes() == ELF + b"rebuilt"

@@ -17,7 +17,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from host.cache import cache_root
+from host.cache import StatMemo, cache_root, input_key
 
 ELF = b"\x7fELF"
 
@@ -68,9 +68,14 @@ def boot_image(kernel, accel: str) -> Path:
     ELF (cached); otherwise the bzImage."""
     if accel != "tcg" or kernel.config.get("PVH") != "y":
         return kernel.image
+    memo = StatMemo(cache_root() / "vmlinux" / f"{input_key(str(kernel.image.resolve()))}.stat")
+    made = memo.get()
+    if made and Path(made).exists():
+        return Path(made)
     data = kernel.image.read_bytes()
     out = cache_root() / "vmlinux" / f"{hashlib.sha256(data).hexdigest()[:16]}.elf"
     if out.exists():
+        memo.put(str(out), [kernel.image])
         return out
     elf = extract(data)
     if elf is None:
@@ -79,4 +84,5 @@ def boot_image(kernel, accel: str) -> Path:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # parallel workers: a name each
     tmp.write_bytes(elf)
     tmp.rename(out)
+    memo.put(str(out), [kernel.image])
     return out

@@ -59,27 +59,32 @@ class StatMemo:
         self.path = path
 
     @staticmethod
-    def _stat(path: Path) -> list[int] | None:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return [st.st_size, st.st_mtime_ns, st.st_ino]
+    def stats(files) -> dict[str, list[int] | None]:
+        """FILES' (size, mtime, inode) now, None for one missing: taken before they
+        are read, so that a file rewritten while it is read is made again next time."""
+        out: dict[str, list[int] | None] = {}
+        for path in files:
+            try:
+                st = os.stat(path)
+            except OSError:
+                out[str(path)] = None
+            else:
+                out[str(path)] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        return out
 
     def get(self) -> str | None:
         """The value, if every file it was made from is as it was then."""
         try:
             memo = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
-        if any(self._stat(Path(p)) != s for p, s in memo["files"].items()):
-            return None
-        return memo["value"]
+            if self.stats(memo["files"]) == memo["files"]:
+                return memo["value"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
 
-    def put(self, value: str, files) -> None:
-        """Remember VALUE as made from FILES (paths as they are now)."""
-        memo = {"value": value, "files": {str(p): self._stat(Path(p)) for p in files}}
+    def put(self, value: str, stats: dict) -> None:
+        """Remember VALUE as made from the files whose STATS (from stats()) are given."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # parallel workers
-        tmp.write_text(json.dumps(memo, indent=1) + "\n")
+        tmp.write_text(json.dumps({"value": value, "files": stats}, indent=1) + "\n")
         tmp.rename(self.path)

@@ -118,16 +118,18 @@ def _cpio_entry(name: str, data: bytes, mode: int, ino: int, rdev=(0, 0)) -> byt
 def initramfs(kernel: Kernel) -> Path:
     """The kernel's initramfs, from the cache when its files are as they were."""
     options = {opt: kernel.config.get(opt) for opt in [*EARLY_MODULES, "MODULE_SIG_FORCE"]}
-    memo = StatMemo(
-        cache_root() / "initramfs" / f"{kernel.release}-{input_key([str(kernel.modules), options])}.stat"
-    )
+    # per checkout too: another's qemu/init is another file
+    key = input_key([str(QEMU_DIR), str(kernel.modules), options])
+    memo = StatMemo(cache_root() / "initramfs" / f"{kernel.release}-{key}.stat")
     made = memo.get()
     if made and Path(made).exists():
         return Path(made)
+    depmod = [kernel.modules / "modules.dep"] if kernel.modules else []
+    stats = memo.stats([QEMU_DIR / "init", *BUSYBOX_PATHS, *depmod])
     modules = _module_order(kernel)
+    stats |= memo.stats(modules)
     out = _build(kernel, modules, find_busybox())
-    depmod = [kernel.modules / "modules.dep"] if modules else []
-    memo.put(str(out), [QEMU_DIR / "init", *BUSYBOX_PATHS, *depmod, *modules])
+    memo.put(str(out), stats)
     return out
 
 

@@ -35,7 +35,7 @@ def test_links_are_cpio_symlinks():
     assert b"busybox" in blob[entry : entry + 20]
 
 
-def test_initramfs_found_again_by_its_files_and_made_again_when_one_changes(tmp_path, monkeypatch):
+def test_initramfs_found_again_by_its_files_made_again_when_one_changes(tmp_path, monkeypatch):
     try:
         find_busybox()
     except LabError:
@@ -60,3 +60,10 @@ def test_initramfs_found_again_by_its_files_and_made_again_when_one_changes(tmp_
     (modules / "kernel/virtio_net.ko").write_bytes(b"\x7fELF virtio_net, rebuilt")
     again = initramfs(kernel)
     assert again != first and b"\x7fELF virtio_net, rebuilt" in again.read_bytes()
+
+    # another checkout's qemu/init, the same kernel: its own archive
+    other = tmp_path / "other-checkout/qemu"
+    other.mkdir(parents=True)
+    (other / "init").write_text("#!/bin/busybox sh\n# another checkout's init\n")
+    monkeypatch.setattr(initramfs_module, "QEMU_DIR", other)
+    assert b"# another checkout's init" in initramfs(kernel).read_bytes()

@@ -48,7 +48,7 @@ def made_once(ready, lock: Path, make) -> None:
 
 
 class StatMemo:
-    """A value remembered against the files it was made from, checked by their
+    """An artefact's path remembered against the files it was made from, checked by their
     (size, mtime, inode) rather than their content: a boot's artefacts (the initramfs,
     the uncompressed kernel) are keyed by content, and hashing and decompressing some
     15 MB of modules and kernel to find that key again cost a tenth of a CPU-second
@@ -72,19 +72,21 @@ class StatMemo:
                 out[str(path)] = [st.st_size, st.st_mtime_ns, st.st_ino]
         return out
 
-    def get(self) -> str | None:
-        """The value, if every file it was made from is as it was then."""
+    def get(self) -> Path | None:
+        """The artefact, if it is still there and every file it was made from is as
+        it was then."""
         try:
             memo = json.loads(self.path.read_text())
-            if self.stats(memo["files"]) == memo["files"]:
-                return memo["value"]
+            artefact = Path(memo["artefact"])
+            if artefact.exists() and self.stats(memo["files"]) == memo["files"]:
+                return artefact
         except (OSError, ValueError, KeyError, TypeError):
             pass
         return None
 
-    def put(self, value: str, stats: dict) -> None:
-        """Remember VALUE as made from the files whose STATS (from stats()) are given."""
+    def put(self, artefact: Path, stats: dict) -> None:
+        """Remember ARTEFACT as made from the files whose STATS (from stats()) are given."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # parallel workers
-        tmp.write_text(json.dumps({"value": value, "files": stats}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"artefact": str(artefact), "files": stats}, indent=1) + "\n")
         tmp.rename(self.path)

@@ -122,14 +122,14 @@ def initramfs(kernel: Kernel) -> Path:
     key = input_key([str(QEMU_DIR), str(kernel.modules), options])
     memo = StatMemo(cache_root() / "initramfs" / f"{kernel.release}-{key}.stat")
     made = memo.get()
-    if made and Path(made).exists():
-        return Path(made)
+    if made:
+        return made
     depmod = [kernel.modules / "modules.dep"] if kernel.modules else []
     stats = memo.stats([QEMU_DIR / "init", *BUSYBOX_PATHS, *depmod])
     modules = _module_order(kernel)
     stats |= memo.stats(modules)
     out = _build(kernel, modules, find_busybox())
-    memo.put(str(out), stats)
+    memo.put(out, stats)
     return out
 
 

@@ -70,13 +70,13 @@ def boot_image(kernel, accel: str) -> Path:
         return kernel.image
     memo = StatMemo(cache_root() / "vmlinux" / f"{input_key(str(kernel.image.resolve()))}.stat")
     made = memo.get()
-    if made and Path(made).exists():
-        return Path(made)
+    if made:
+        return made
     stats = memo.stats([kernel.image])
     data = kernel.image.read_bytes()
     out = cache_root() / "vmlinux" / f"{hashlib.sha256(data).hexdigest()[:16]}.elf"
     if out.exists():
-        memo.put(str(out), stats)
+        memo.put(out, stats)
         return out
     elf = extract(data)
     if elf is None:
@@ -85,5 +85,5 @@ def boot_image(kernel, accel: str) -> Path:
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")  # parallel workers: a name each
     tmp.write_bytes(elf)
     tmp.rename(out)
-    memo.put(str(out), stats)
+    memo.put(out, stats)
     return out
